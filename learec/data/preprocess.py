@@ -1,0 +1,121 @@
+"""Raw log -> per-user chronological sequences with items remapped to ``0..N-1`` (padding id ``N``)."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from learec.data.raw import RawData
+from learec.errors import UserError
+
+
+@dataclass
+class Sequences:
+    """All users' sequences, concatenated (CSR layout): user u owns ``items[offsets[u]:offsets[u+1]]``."""
+
+    items: np.ndarray  # int32, time order within a user
+    events: np.ndarray  # int8 event-type code per interaction
+    timestamps: np.ndarray  # float64
+    offsets: np.ndarray  # int64, n_users + 1
+    user_ids: list[str]  # original ids, index = user code
+    item_ids: list[str]  # original ids, index = item code
+    event_types: list[str]  # index = event code
+    item_text: list[str]
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def kcore_filter(df: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
+    """Drop users/items below their minimum count, repeated until both conditions hold (a k-core)."""
+    if min_user <= 1 and min_item <= 1:
+        return df
+    while True:
+        user_counts = df["user"].map(df["user"].value_counts())
+        item_counts = df["item"].map(df["item"].value_counts())
+        keep = (user_counts >= min_user) & (item_counts >= min_item)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def _sorted_ids(values: pd.Series) -> list[str]:
+    """Unique ids in natural order: numerically when every id is a number, else as text."""
+    unique = values.unique()
+    numeric = pd.to_numeric(pd.Series(unique), errors="coerce")
+    if not numeric.isna().any():
+        return [unique[i] for i in np.argsort(numeric.to_numpy(), kind="stable")]
+    return sorted(unique)
+
+
+def item_texts(item_ids: list[str], items: pd.DataFrame | None, template: str) -> list[str]:
+    """Fill the template from each item's metadata; items without metadata get 'item <id>'."""
+    if items is None or items.empty:
+        return [f"item {i}" for i in item_ids]
+    meta = items.drop_duplicates("item").set_index("item")
+    text_columns = [c for c in meta.columns]
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    unknown = fields - set(text_columns)
+    if unknown:
+        raise UserError(f"The item-text template {template!r} uses {sorted(unknown)}, which the item file lacks; "
+                        f"it has {text_columns}", "change data.text_template to use those columns")
+    records = meta.to_dict("index")
+    out = []
+    for item in item_ids:
+        rec = records.get(item)
+        if rec is None:
+            out.append(f"item {item}")
+        elif template:
+            text = template.format_map(defaultdict(str, rec))
+            out.append(re.sub(r"\s*\(\s*\)", "", text).strip())  # a missing field leaves no "()" behind
+        else:
+            out.append(", ".join(f"{k}: {v}" for k, v in rec.items() if v))
+    return out
+
+
+def build_sequences(raw: RawData, min_user: int, min_item: int, template: str) -> Sequences:
+    df = raw.interactions
+    if df.empty:
+        raise UserError("The interaction log is empty", "check the raw file holds rows after its header")
+    df = kcore_filter(df, min_user, min_item)
+    if df.empty:
+        raise UserError(f"No interactions are left after k-core filtering (users >= {min_user}, items >= {min_item})",
+                        "lower data.min_user_interactions / data.min_item_interactions")
+
+    user_ids = list(pd.unique(df["user"]))  # order of first appearance
+    user_code = pd.Categorical(df["user"], categories=user_ids).codes.astype(np.int64)
+    item_ids = _sorted_ids(df["item"])
+    item_code = pd.Categorical(df["item"], categories=item_ids).codes.astype(np.int32)
+    timestamps = df["timestamp"].to_numpy(dtype=np.float64)
+
+    if "event" in df.columns and raw.event_order:
+        event_types = list(raw.event_order)
+        events = pd.Categorical(df["event"], categories=event_types).codes.astype(np.int8)
+    else:
+        event_types = ["interaction"]
+        events = np.zeros(len(df), dtype=np.int8)
+
+    # Stable sort by (user, time): ties keep file order, as RecBole does.
+    order = np.lexsort((timestamps, user_code))
+    counts = np.bincount(user_code, minlength=len(user_ids))
+    offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return Sequences(
+        items=item_code[order], events=events[order], timestamps=timestamps[order], offsets=offsets,
+        user_ids=[str(u) for u in user_ids], item_ids=[str(i) for i in item_ids], event_types=event_types,
+        item_text=item_texts(item_ids, raw.items, template),
+    )

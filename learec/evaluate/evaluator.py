@@ -1,0 +1,49 @@
+"""Batched full-ranking evaluation of any scorer ``(histories, lengths) -> [B, n_items]``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from learec.data.splits import EvalSet
+from learec.evaluate.metrics import summarize, target_ranks
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mask_seen(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """Set the scores of items in each history window to -inf (the padding id falls in an extra column)."""
+    n_items = scores.shape[1]
+    seen = torch.zeros(scores.shape[0], n_items + 1, dtype=torch.bool, device=scores.device)
+    seen.scatter_(1, histories, True)
+    return scores.masked_fill(seen[:, :n_items], float("-inf"))
+
+
+@torch.no_grad()
+def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude_seen: bool = False,
+                  device: str | torch.device = "cpu", progress: bool = False, desc: str = "evaluate") -> np.ndarray:
+    """0-based full-ranking rank of every target in ``data``."""
+    if isinstance(scorer, torch.nn.Module):
+        scorer.eval()
+    ranks = np.empty(len(data), dtype=np.int64)
+    for start in tqdm(range(0, len(data), batch_size), desc=desc, disable=not progress, leave=False):
+        sl = slice(start, start + batch_size)
+        hist = torch.from_numpy(np.asarray(data.history[sl], dtype=np.int64)).to(device)
+        length = torch.from_numpy(np.asarray(data.length[sl], dtype=np.int64)).to(device)
+        target = torch.from_numpy(np.asarray(data.target[sl], dtype=np.int64)).to(device)
+        scores = scorer(hist, length).float()
+        if exclude_seen:
+            scores = mask_seen(scores, hist)
+        ranks[sl] = target_ranks(scores, target).cpu().numpy()
+    return ranks
+
+
+def evaluate(scorer: Scorer, data: EvalSet, event_types: list[str], ks: list[int], batch_size: int = 1024,
+             exclude_seen: bool = False, device: str | torch.device = "cpu", progress: bool = False,
+             desc: str = "evaluate") -> tuple[dict[str, float], np.ndarray]:
+    """Metrics (HR/NDCG@k, per event type when there are several) and the per-event ranks."""
+    ranks = compute_ranks(scorer, data, batch_size, exclude_seen, device, progress, desc)
+    return summarize(ranks, np.asarray(data.event), event_types, ks), ranks

@@ -1,0 +1,121 @@
+"""Grids of runs from one file: the cartesian product of config values, run (resumably) and tabulated.
+
+Grid file::
+
+    base: ml100k_sasrec.yaml        # a config, relative to the grid file
+    set: [data.protocol=sqn]         # optional overrides for every run
+    out: runs/grid-ml100k            # where the runs go (one folder per cell)
+    axes:                            # dotted key -> values; the product is the grid
+      model.backbone: [pop, gru4rec, sasrec]
+      seed: [0, 1, 2]
+
+Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
+interrupted one resumes. The table averages over ``seed`` and reports mean ± std for every other cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from learec.config import load_config, read_yaml
+from learec.errors import UserError
+
+TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+
+
+def _cell_name(values: dict[str, Any]) -> str:
+    return "-".join(f"{k.split('.')[-1]}{v}" if k == "seed" else str(v) for k, v in values.items())
+
+
+def load_grid(path: str | Path) -> tuple[list[tuple[str, dict[str, Any], Any]], Path, dict[str, list]]:
+    """The cells of a grid file: (name, axis values, resolved config), the output folder, the axes."""
+    path = Path(path)
+    spec = read_yaml(path)
+    unknown = set(spec) - {"base", "set", "out", "axes"}
+    if unknown:
+        raise UserError(f"Unknown key(s) {sorted(unknown)} in grid file {path}", "allowed: base, set, out, axes")
+    if "base" not in spec or "axes" not in spec:
+        raise UserError(f"Grid file {path} needs 'base' (a config file) and 'axes' (key -> list of values)")
+    base = (path.parent / spec["base"]).resolve()
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in spec["axes"].items()}
+    out = Path(spec.get("out") or Path("runs") / path.stem)
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        values = dict(zip(axes, combo))
+        overrides = [*spec.get("set", []), *(f"{k}={json.dumps(v)}" for k, v in values.items())]
+        cells.append((_cell_name(values), values, load_config(base, overrides)))
+    return cells, out, axes
+
+
+def _run_cell(run_dir: Path, quiet: bool) -> int:
+    """Each cell runs in its own process (its own threads and memory), resuming whatever is there."""
+    cmd = [sys.executable, "-m", "learec", "train", "--resume", "--run-dir", str(run_dir)]
+    with open(run_dir / "stdout.log", "a") as out:
+        return subprocess.run(cmd, stdout=out, stderr=out if quiet else None).returncode
+
+
+def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
+    cells, out, axes = load_grid(path)
+    todo = []
+    for name, _, cfg in cells:
+        run_dir = out / name
+        if (run_dir / "metrics.json").is_file():
+            continue
+        if threads:
+            cfg.train.threads = threads
+        if workers > 1:
+            cfg.train.progress = False  # interleaved progress bars are unreadable
+        if not (run_dir / "config.yaml").is_file():
+            cfg.save(run_dir / "config.yaml")
+        todo.append(run_dir)
+    print(f"grid {path}: {len(cells)} runs, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        codes = list(pool.map(lambda d: _run_cell(d, workers > 1), todo))
+    failed = [str(d) for d, c in zip(todo, codes) if c != 0]
+    write_table(out, cells, axes)
+    if failed:
+        raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
+    return out
+
+
+def _format(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def write_table(out: Path, cells: list, axes: dict[str, list]) -> tuple[Path, Path]:
+    """results.csv (one row per run) and results.md (mean ± std over seeds per remaining axis values)."""
+    rows = []
+    for name, values, _ in cells:
+        mpath = out / name / "metrics.json"
+        if mpath.is_file():
+            test = json.loads(mpath.read_text())["test"]
+            rows.append({**values, **{m: test[m] for m in test if m != "events"}})
+    group_keys = [k for k in axes if k != "seed"]
+    metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
+    metric_keys += sorted({m for r in rows for m in r if "/" in m and m.split("/")[1] in TABLE_METRICS})
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "results.csv", out / "results.md"
+    header = [*axes, *metric_keys]
+    csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
+    csv_path.write_text("\n".join(csv_lines) + "\n")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
+    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys)} |",
+          "|" + "---|" * (len(group_keys) + 1 + len(metric_keys))]
+    for key, rs in groups.items():
+        md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " +
+                  " | ".join(_format([r[m] for r in rs if m in r]) for m in metric_keys) + " |")
+    md_path.write_text("\n".join(md) + "\n")
+    return csv_path, md_path

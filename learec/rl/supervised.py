@@ -1,0 +1,38 @@
+"""The supervised baseline: cross-entropy over all items for the logged next item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learec.rl.base import Batch, Objective
+
+
+class CrossEntropyObjective(Objective):
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> None:
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if params else None
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        logits = self.model(batch["state"], batch["length"])
+        loss = F.cross_entropy(logits, batch["action"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def scorer(self) -> nn.Module:
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,138 @@
+"""A training run from a config: prepares data, builds the objective, trains, evaluates, writes the run dir.
+
+Run directory layout::
+
+    config.yaml        the resolved config (the single record of the experiment)
+    train.log          the log
+    checkpoints/       last.pt (resume point), best.pt (best validation weights)
+    history.json       validation metrics per evaluation
+    metrics.json       {"val": {...}, "test": {...}, ...}, written last
+    test_ranks.npy     per-event test ranks (for paired significance tests)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learec.config import Config, load_config
+from learec.data.prepared import prepare
+from learec.errors import UserError
+from learec.evaluate.evaluator import evaluate
+from learec.rl import build_objective
+from learec.train.trainer import Trainer
+from learec.utils import atomic_write_json, seed_everything
+
+log = logging.getLogger("learec")
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.data.dataset}-{cfg.data.protocol}-{cfg.model.backbone}-{cfg.objective}-seed{cfg.seed}-{stamp}"
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("learec").addHandler(handler)
+    logging.getLogger("learec").setLevel(logging.INFO)
+    return handler
+
+
+def _apply_threads(cfg: Config) -> None:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {vb!r} -> {va!r}")
+    return out
+
+
+def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train the run in ``run_dir`` and return its metrics; the run dir holds everything.
+
+    With ``resume``, an interrupted run continues from its last checkpoint, a finished one returns its
+    metrics, and an empty directory starts afresh from ``cfg`` (so the same command can be repeated).
+    """
+    if cfg is None and not resume:
+        raise UserError("a config is needed to start a run")
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    saved_path = run_dir / "config.yaml"
+    if resume and saved_path.is_file():
+        saved = load_config(saved_path)
+        if cfg is not None and cfg.to_dict() != saved.to_dict():
+            raise UserError(f"The config given differs from the one {run_dir} was started with: "
+                            + ", ".join(_differences(cfg.to_dict(), saved.to_dict())),
+                            "resume without --config/--set, or start a new run in another --run-dir")
+        cfg = saved
+        if (run_dir / "metrics.json").is_file():
+            log.info("run %s is already finished", run_dir)
+            return json.loads((run_dir / "metrics.json").read_text())
+    elif resume and cfg is None:
+        raise UserError(f"Nothing to resume in {run_dir}: it has no config.yaml",
+                        "give the --run-dir of an earlier `learec train`, or start one with --config")
+    elif not resume and ((run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "metrics.json").is_file()):
+        raise UserError(f"{run_dir} already holds a run",
+                        "pass --resume to continue it, or choose another --run-dir")
+
+    handler = _setup_logging(run_dir)
+    try:
+        _apply_threads(cfg)
+        cfg.save(run_dir / "config.yaml")
+        seed_everything(cfg.seed)
+        data = prepare(cfg.data, log=log.info)
+        objective = build_objective(cfg, data.n_items, torch.as_tensor(data.split.item_counts, dtype=torch.float32))
+        trainer = Trainer(cfg, data, objective, run_dir)
+        if resume and trainer.load_checkpoint():
+            log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
+        log.info("training %s/%s on %s (%s): %d transitions, %d items", cfg.model.backbone, cfg.objective,
+                 cfg.data.dataset, cfg.data.protocol, len(data.train), data.n_items)
+        trainer.fit()
+        metrics = trainer.final_metrics()
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
+        return metrics
+    finally:
+        logging.getLogger("learec").removeHandler(handler)
+        handler.close()
+
+
+def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None = None,
+                 checkpoint: str = "best") -> dict[str, float]:
+    """Re-evaluate a finished (or interrupted) run's checkpoint; ``overrides`` may change ``eval.*`` keys."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)", "give a directory made by `learec train`")
+    for item in overrides or []:
+        if not item.startswith("eval."):
+            raise UserError(f"--set {item}: only eval.* keys can change when re-evaluating a run")
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    _apply_threads(cfg)
+    data = prepare(cfg.data, log=log.info)
+    objective = build_objective(cfg, data.n_items, torch.as_tensor(data.split.item_counts, dtype=torch.float32))
+    if objective.trainable:
+        path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+        if not path.is_file():
+            raise UserError(f"{path} does not exist", "train the run first (`learec train`), or use --checkpoint last")
+        state = torch.load(path, weights_only=False)
+        if checkpoint == "last":
+            objective.load_state_dict(state["objective"])
+        else:
+            objective.scorer().load_state_dict(state)
+    metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
+                          cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
+                          desc=f"eval {split}")
+    return metrics

@@ -1,0 +1,92 @@
+"""Small shared helpers: atomic writes (a kill never leaves a half-written file), hashing, seeding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _atomic(path, lambda p: p.write_text(text))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    import torch
+
+    _atomic(path, lambda p: torch.save(obj, p))
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:  # a file handle keeps numpy from appending ".npz" to the temp name
+            np.savez(fh, **arrays)
+
+    _atomic(path, write)
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:  # a file handle keeps numpy from appending ".npy" to the temp name
+            np.save(fh, array)
+
+    _atomic(path, write)
+
+
+def stable_hash(obj: Any) -> str:
+    """A short hash of a JSON-able object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """Size and content hash of a file (hash of at most the first and last 8 MiB for big files)."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= 16 << 20:
+            h.update(fh.read())
+        else:
+            h.update(fh.read(8 << 20))
+            fh.seek(-(8 << 20), os.SEEK_END)
+            h.update(fh.read())
+    return {"name": path.name, "size": size, "sha256": h.hexdigest()[:16]}
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def data_home() -> Path:
+    """Where fetched and prepared data live: ``$LEAREC_DATA_DIR`` or ``~/.cache/learec``."""
+    return Path(os.environ.get("LEAREC_DATA_DIR", Path.home() / ".cache" / "learec")).expanduser()

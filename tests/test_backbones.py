@@ -1,0 +1,166 @@
+"""Backbones: shapes, padding convention, causality, gradients and a tiny learning check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learec.config import ModelConfig
+from learec.errors import UserError
+from learec.models import BACKBONES, SequentialRecommender, build_backbone
+from learec.models.recommender import PopularityRecommender
+
+N, L, H, B = 50, 8, 16, 4
+PAD = N
+NAMES = ["gru4rec", "caser", "nextitnet", "sasrec"]
+CAUSAL = ["gru4rec", "nextitnet", "sasrec"]
+
+
+def cfg(**kw: object) -> ModelConfig:
+    base = {"hidden": H, "dropout": 0.1, "nextitnet": {"dilations": [1, 2]}}
+    base.update(kw)
+    return ModelConfig.model_validate(base)
+
+
+def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-aligned histories; the last row is an empty history (all padding, length 1)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([L, 3, 1, 1])
+    hist = torch.randint(0, N, (B, L), generator=g)
+    hist[torch.arange(L).expand(B, L) >= lengths[:, None]] = PAD
+    hist[3] = PAD
+    return hist, lengths
+
+
+def make(name: str, **kw: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_backbone(name, N, L, cfg(**kw)).eval()
+
+
+def test_registry_names() -> None:
+    assert sorted(BACKBONES) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_finite_and_embedding(name: str) -> None:
+    net = make(name)
+    hist, lengths = batch()
+    out = net(hist, lengths)
+    assert out.shape == (B, net.out_dim)
+    assert torch.isfinite(out).all()
+    assert isinstance(net.item_embedding, torch.nn.Embedding)
+    assert net.item_embedding.num_embeddings == N + 1 and net.item_embedding.padding_idx == PAD
+
+
+def test_caser_out_dim() -> None:
+    net = make("caser", caser={"filter_heights": [2, 3], "horizontal_filters": 5, "vertical_filters": 2})
+    assert net.out_dim == 5 * 2 + 2 * H
+    assert net(*batch()).shape == (B, net.out_dim)
+
+
+def test_caser_filter_taller_than_window() -> None:
+    torch.manual_seed(0)
+    net = build_backbone("caser", N, 2, cfg(caser={"filter_heights": [3]})).eval()
+    out = net(torch.tensor([[1, PAD], [4, 5]]), torch.tensor([1, 2]))
+    assert out.shape == (2, net.out_dim) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_causal_ignores_positions_after_length(name: str) -> None:
+    net = make(name)
+    hist, lengths = batch()
+    other = hist.clone()
+    beyond = torch.arange(L).expand(B, L) >= lengths[:, None]
+    other[beyond] = torch.randint(0, N, (int(beyond.sum()),))  # real ids where padding was
+    with torch.no_grad():
+        torch.testing.assert_close(net(hist, lengths), net(other, lengths))
+
+
+def test_caser_mask_zeroes_padding_embedding() -> None:
+    net = make("caser")
+    hist, lengths = batch()
+    with torch.no_grad():
+        ref = net(hist, lengths)
+        net.item_embedding.weight[PAD] = torch.randn(H)
+        torch.testing.assert_close(net(hist, lengths), ref)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_reaches_item_embedding(name: str) -> None:
+    net = make(name).train()
+    net(*batch()).sum().backward()
+    grad = net.item_embedding.weight.grad
+    assert grad is not None and grad[:N].abs().sum() > 0
+
+
+def test_gru4rec_matches_unpadded_loop() -> None:
+    net = make("gru4rec", gru4rec={"layers": 2})
+    hist, lengths = batch()
+    with torch.no_grad():
+        out = net(hist, lengths)
+        for i in range(B):
+            prefix = hist[i, : lengths[i]].unsqueeze(0)
+            seq, _ = net.gru(net.item_embedding(prefix))
+            torch.testing.assert_close(out[i], seq[0, -1])
+
+
+def test_nextitnet_causality_within_real_items() -> None:
+    net = make("nextitnet")
+    hist = torch.randint(0, N, (1, L))
+    changed = hist.clone()
+    changed[0, 5:] = (hist[0, 5:] + 1) % N  # perturb real items after position 4
+    with torch.no_grad():
+        for t in range(1, 6):
+            length = torch.tensor([t])
+            torch.testing.assert_close(net(hist, length), net(changed, length))
+        assert not torch.allclose(net(hist, torch.tensor([6])), net(changed, torch.tensor([6])))
+
+
+def test_sasrec_heads_must_divide_hidden() -> None:
+    with pytest.raises(UserError, match="heads"):
+        build_backbone("sasrec", N, L, cfg(sasrec={"heads": 3}))
+    assert build_backbone("sasrec", N, L, cfg(sasrec={"heads": 4, "blocks": 2}))(*batch()).shape == (B, H)
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(UserError, match="gru4rec"):
+        build_backbone("nope", N, L, cfg())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recommender_learns_toy_task(name: str) -> None:
+    """Next item = last item + 1 (mod N): 30 Adam steps on a fixed batch must lower the CE loss."""
+    torch.manual_seed(0)
+    model = SequentialRecommender(build_backbone(name, N, L, cfg()), N)
+    lengths = torch.randint(1, L + 1, (64,))
+    hist = torch.randint(0, N, (64, L))
+    hist[torch.arange(L).expand(64, L) >= lengths[:, None]] = PAD
+    target = (hist[torch.arange(64), lengths - 1] + 1) % N
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def eval_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            logits = model(hist, lengths)
+        assert logits.shape == (64, N)
+        return loss_fn(logits, target).item()
+
+    before = eval_loss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        loss_fn(model(hist, lengths), target).backward()
+        opt.step()
+    assert eval_loss() < before - 0.5
+    assert model.state(hist, lengths).shape == (64, model.backbone.out_dim)
+
+
+def test_popularity_recommender() -> None:
+    pop = PopularityRecommender(torch.tensor([3.0, 1.0, 7.0]))
+    hist, lengths = torch.tensor([[0, 3], [1, 2]]), torch.tensor([1, 2])
+    scores = pop(hist, lengths)
+    assert scores.shape == (2, 3) and scores[1].tolist() == [3.0, 1.0, 7.0]
+    assert list(pop.parameters()) == []
+    scores[0, 0] = -1  # callers may mask in place without corrupting the counts
+    assert pop.item_counts[0] == 3.0

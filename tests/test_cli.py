@@ -1,0 +1,102 @@
+"""The command line: user errors are one paragraph with exit code 2 and no traceback; JSON outputs parse."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from learec.cli import main
+from learec.config import load_config, parse_override
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
+from learec.errors import UserError
+
+
+@pytest.fixture()
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def _user_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("learec: error:")
+    return err
+
+
+def test_unknown_dataset(data_dir, capsys):
+    err = _user_error(capsys, ["data", "stats", "no-such-data"])
+    assert "Unknown dataset 'no-such-data'" in err and "movielens-100k" in err
+
+
+def test_missing_raw_data_suggests_fetch(data_dir, capsys):
+    err = _user_error(capsys, ["data", "prepare", "movielens-100k"])
+    assert "learec data fetch movielens-100k" in err
+
+
+def test_unknown_config_key_and_bad_value(data_dir, capsys):
+    assert "unknown config key 'train.epoch'" in _user_error(capsys, ["config", "show", "--set", "train.epoch=3"])
+    assert "'model.backbone'" in _user_error(capsys, ["config", "show", "--set", "model.backbone=bert"])
+    assert "'train.epochs'" in _user_error(capsys, ["config", "show", "--set", "train.epochs=-1"])
+
+
+def test_missing_config_file(data_dir, capsys, tmp_path):
+    assert "does not exist" in _user_error(capsys, ["train", "--config", str(tmp_path / "nope.yaml")])
+
+
+def test_malformed_csv_row_names_file_and_line(data_dir, capsys, tmp_path):
+    raw = tmp_path / "mine"
+    raw.mkdir()
+    (raw / "interactions.csv").write_text("user,item,timestamp\n1,2,3\n1,3,4,5\n")
+    err = _user_error(capsys, ["data", "prepare", "mine", "--raw", str(raw)])
+    assert "interactions.csv" in err and "line 3" in err
+
+
+def test_empty_after_filtering(data_dir, capsys, tmp_path):
+    raw = tmp_path / "mine"
+    raw.mkdir()
+    (raw / "interactions.csv").write_text("user,item,timestamp\n1,2,3\n1,3,4\n2,2,5\n")
+    err = _user_error(capsys, ["data", "prepare", "mine", "--raw", str(raw), "--set", "data.min_user_interactions=5"])
+    assert "No interactions are left" in err
+
+
+def test_stats_json_and_python_dash_m(data_dir):
+    generate_synthetic_log(raw_dir("synthetic"), n_users=30, n_items=20)
+    env = {**os.environ, "LEAREC_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-m", "learec", "data", "stats", "synthetic", "--json"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    stats = json.loads(out)
+    assert stats["users"] == 30 and stats["items"] <= 20
+    assert stats["interactions"] == stats["event_types"]["click"] + stats["event_types"]["purchase"]
+
+
+def test_help_for_every_subcommand(capsys):
+    for argv in (["--help"], ["data", "--help"], ["data", "prepare", "--help"], ["train", "--help"],
+                 ["evaluate", "--help"], ["grid", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+
+
+def test_overrides_are_typed_and_nested():
+    assert parse_override("train.lr=0.01") == (["train", "lr"], 0.01)
+    assert parse_override("eval.ks=[1, 5]") == (["eval", "ks"], [1, 5])
+    cfg = load_config(None, ["train.epochs=3", "model.sasrec.heads=2", "eval.exclude_seen=true"])
+    assert cfg.train.epochs == 3 and cfg.model.sasrec.heads == 2 and cfg.eval.exclude_seen is True
+    with pytest.raises(UserError, match="not of the form"):
+        parse_override("train.epochs")
+
+
+def test_committed_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("ml100k_*.yaml"))
+    assert {c.stem for c in configs} >= {f"ml100k_{b}" for b in ("sasrec", "gru4rec", "caser", "nextitnet", "pop")}
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.data.dataset == "movielens-100k" and path.stem.endswith(cfg.model.backbone)
