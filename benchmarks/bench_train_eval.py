@@ -23,7 +23,7 @@ from learec.config import load_config
 from learec.data.prepared import prepare
 from learec.data.splits import EvalSet
 from learec.evaluate.evaluator import evaluate
-from learec.rl import build_objective
+from learec.train.run import objective_for
 from learec.train.trainer import Trainer, epoch_order, make_batch
 
 
@@ -33,7 +33,7 @@ def _setup(backbone: str, protocol: str):
                              "train.progress=false"])
     data = prepare(cfg.data, log=lambda *_: None)
     torch.manual_seed(0)
-    objective = build_objective(cfg, data.n_items, torch.as_tensor(data.split.item_counts, dtype=torch.float32))
+    objective = objective_for(cfg, data)
     return cfg, data, objective
 
 

@@ -89,13 +89,31 @@ class EvalConfig(_Strict):
     metric: str = Field("ndcg@10", description="validation metric for model selection")
 
 
+class RLConfig(_Strict):
+    """Settings of the offline RL objectives (SQN, SAC, SNQN, SA2C); defaults from the published code."""
+
+    gamma: float = Field(0.5, ge=0.0, le=1.0, description="discount")
+    rewards: dict[str, float] = Field(default_factory=lambda: {"click": 0.2, "purchase": 1.0},
+                                      description="reward of the logged action by event type")
+    default_reward: float = Field(1.0, description="reward for event types missing from `rewards` (single-type data)")
+    negatives: int = Field(10, ge=1, description="SNQN/SA2C: uniform negative actions per transition")
+    warmup_steps: int = Field(3000, ge=0, description="SA2C: SNQN steps before the advantage-weighted phase")
+    sac_warmup_steps: int = Field(0, ge=0, description="SAC: SQN steps before the Q-weighted phase")
+    actor_lr: float = Field(0.001, gt=0, description="SA2C: learning rate of the fresh optimiser after warm-up")
+    advantage_clip: tuple[float, float] = (0.0, 10.0)
+    off_policy_correction: bool = Field(False, description="SA2C: weight the actor term by pi(a|s)/popularity(a)")
+    correction_clip: float = Field(10.0, gt=0, description="upper clip of the off-policy weight")
+    rank_by: Literal["ce", "q"] = Field("ce", description="which head ranks items at evaluation")
+
+
 class Config(_Strict):
     seed: int = 0
-    objective: Literal["ce"] = "ce"
+    objective: Literal["ce", "sqn", "sac", "snqn", "sa2c"] = "ce"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    rl: RLConfig = RLConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

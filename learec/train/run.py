@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from learec.config import Config, load_config
-from learec.data.prepared import prepare
+from learec.data.prepared import PreparedData, prepare
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
-from learec.rl import build_objective
+from learec.rl import Objective, build_objective
 from learec.train.trainer import Trainer
 from learec.utils import atomic_write_json, seed_everything
 
@@ -34,6 +34,12 @@ log = logging.getLogger("learec")
 def default_run_dir(cfg: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.data.dataset}-{cfg.data.protocol}-{cfg.model.backbone}-{cfg.objective}-seed{cfg.seed}-{stamp}"
+
+
+def objective_for(cfg: Config, data: PreparedData) -> Objective:
+    """The objective of ``cfg`` sized for ``data`` (catalogue, popularity, event types)."""
+    counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
+    return build_objective(cfg, data.n_items, counts, data.event_types)
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -94,7 +100,7 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         cfg.save(run_dir / "config.yaml")
         seed_everything(cfg.seed)
         data = prepare(cfg.data, log=log.info)
-        objective = build_objective(cfg, data.n_items, torch.as_tensor(data.split.item_counts, dtype=torch.float32))
+        objective = objective_for(cfg, data)
         trainer = Trainer(cfg, data, objective, run_dir)
         if resume and trainer.load_checkpoint():
             log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
@@ -122,7 +128,7 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     cfg = load_config(run_dir / "config.yaml", overrides)
     _apply_threads(cfg)
     data = prepare(cfg.data, log=log.info)
-    objective = build_objective(cfg, data.n_items, torch.as_tensor(data.split.item_counts, dtype=torch.float32))
+    objective = objective_for(cfg, data)
     if objective.trainable:
         path = run_dir / "checkpoints" / f"{checkpoint}.pt"
         if not path.is_file():

@@ -1,0 +1,139 @@
+"""The double Q-learning machinery shared by SQN, SAC, SNQN and SA2C (Xin et al., SIGIR 2020 / WSDM 2022).
+
+As in the published code: two full network copies, each with its own optimisers; every step one copy
+is picked at random as "main" (updated) and the other serves as target. The TD target is
+``y = r + gamma * Q_target(s', argmax_a Q_main(s', a))``, 0 beyond ``r`` when the episode is done, and
+the Q-loss is ``0.5 * (y - Q_main(s, a))^2`` (TRFL's ``double_qlearning``). The supervised head is
+trained beside it with cross-entropy; subclasses decide how the CE term is weighted (``actor_weight``),
+whether negatives are used, and when a second optimiser takes over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learec.rl.base import Batch, Objective
+from learec.rl.networks import HeadScorer, QNetwork
+from learec.rl.rewards import RewardSource
+
+
+def td_targets(reward: torch.Tensor, gamma: float, q_next_target: torch.Tensor, q_next_selector: torch.Tensor,
+               done: torch.Tensor | None = None) -> torch.Tensor:
+    """Double-Q one-step targets ``r + gamma * Q_target(s', argmax Q_selector(s', .))``; no bootstrap when done."""
+    best = q_next_selector.argmax(dim=1, keepdim=True)
+    bootstrap = q_next_target.gather(1, best).squeeze(1)
+    if done is not None:
+        bootstrap = bootstrap.masked_fill(done, 0.0)
+    return reward + gamma * bootstrap
+
+
+def sample_negatives(actions: torch.Tensor, n_items: int, k: int, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """``[B, k]`` items drawn uniformly from all items except each row's positive (repeats allowed).
+
+    Drawing from ``n_items - 1`` values and shifting those ``>= positive`` up by one is exactly uniform
+    over the other items, with no rejection loop.
+    """
+    draw = torch.randint(0, n_items - 1, (actions.shape[0], k), device=actions.device, generator=generator)
+    return draw + (draw >= actions.view(-1, 1)).long()
+
+
+class DoubleQObjective(Objective):
+    uses_negatives = False
+
+    def __init__(self, make_network: Callable[[], QNetwork], n_items: int, rewards: RewardSource, lr: float,
+                 gamma: float, negatives: int = 10, second_lr: float | None = None, rank_by: str = "ce",
+                 weight_decay: float = 0.0) -> None:
+        self.networks = nn.ModuleList([make_network(), make_network()])
+        self.n_items = n_items
+        self.rewards = rewards
+        self.gamma = gamma
+        self.k = negatives
+        # Two optimisers per copy, as in the published code: the first for the warm-up loss, the second
+        # (created fresh, so with empty Adam moments) for the loss after the switch.
+        self.optimizers = [torch.optim.Adam(n.parameters(), lr=lr, weight_decay=weight_decay) for n in self.networks]
+        self.second_optimizers = [torch.optim.Adam(n.parameters(), lr=second_lr or lr, weight_decay=weight_decay)
+                                  for n in self.networks]
+        self._scorer = HeadScorer(self.networks[0], rank_by)
+        self.steps = 0
+
+    # --- hooks for the four methods ---------------------------------------------------------------
+    def in_second_phase(self) -> bool:
+        return False
+
+    def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
+                     batch: Batch) -> torch.Tensor | None:
+        """Per-transition weight of the CE term (detached); ``None`` means 1."""
+        return None
+
+    # --- one step ----------------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        main_index = int(torch.randint(0, 2, (1,)).item())
+        main, target = self.networks[main_index], self.networks[1 - main_index]
+        state, length, action = batch["state"], batch["length"], batch["action"]
+        reward = self.rewards.logged(batch)
+
+        with torch.no_grad():
+            if self.uses_negatives:  # one target pass over s' and s (negatives bootstrap from s)
+                both = target.q_values(torch.cat([batch["next_state"], state]), torch.cat([batch["next_length"], length]))
+                q_next_target, q_cur_target = both.split(len(action))
+            else:
+                q_next_target = target.q_values(batch["next_state"], batch["next_length"])
+            q_next_main = main.q_values(batch["next_state"], batch["next_length"])
+            y = td_targets(reward, self.gamma, q_next_target, q_next_main, batch["done"])
+
+        q, logits = main(state, length)
+        q_logged = q.gather(1, action.view(-1, 1)).squeeze(1)
+        loss_q = 0.5 * (y - q_logged).pow(2)
+
+        q_neg = None
+        if self.uses_negatives:
+            negatives = sample_negatives(action, self.n_items, self.k)
+            with torch.no_grad():
+                # The user did not move: next state = current state, reward from the reward source (0).
+                neg_reward = self.rewards.negatives(batch, negatives)
+                best = q.detach().argmax(dim=1, keepdim=True)
+                y_neg = neg_reward + self.gamma * q_cur_target.gather(1, best)
+            q_neg = q.gather(1, negatives)
+            loss_q = loss_q + 0.5 * (y_neg - q_neg).pow(2).sum(dim=1)
+
+        ce = F.cross_entropy(logits, action, reduction="none")
+        weight = self.actor_weight(q_logged.detach(), None if q_neg is None else q_neg.detach(), logits, batch)
+        loss_ce = ce if weight is None else ce * weight
+        loss = (loss_q + loss_ce).mean()
+
+        second = self.in_second_phase()
+        optimizer = (self.second_optimizers if second else self.optimizers)[main_index]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.steps += 1
+        return {"loss": float(loss.detach()), "q_loss": float(loss_q.detach().mean()),
+                "ce_loss": float(ce.detach().mean()), "main": main_index, "phase": 2 if second else 1}
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    def scorer(self) -> nn.Module:
+        return self._scorer
+
+    def train(self) -> None:
+        self.networks.train()
+
+    def eval(self) -> None:
+        self.networks.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"networks": self.networks.state_dict(), "steps": self.steps,
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "second_optimizers": [o.state_dict() for o in self.second_optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.networks.load_state_dict(state["networks"])
+        self.steps = state["steps"]
+        for opt, s in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(s)
+        for opt, s in zip(self.second_optimizers, state["second_optimizers"]):
+            opt.load_state_dict(s)

@@ -1,0 +1,36 @@
+"""Where rewards come from. The trainers ask one interface; the LLM environment will plug in here.
+
+A reward source maps a batch of transitions (and, for SNQN/SA2C, their sampled negative actions) to
+rewards. The published setting is a reward per event type (click 0.2, purchase 1.0) and 0 for negatives.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from learec.rl.base import Batch
+
+
+class RewardSource(Protocol):
+    def logged(self, batch: Batch) -> torch.Tensor:
+        """Reward of each transition's logged action: ``[B]`` float."""
+
+    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        """Rewards of sampled negative actions ``[B, K]`` -> ``[B, K]`` float."""
+
+
+class EventTypeRewards:
+    """Reward by event type; types missing from the map get ``default`` (e.g. single-type data)."""
+
+    def __init__(self, event_types: list[str], rewards: dict[str, float], default: float = 1.0,
+                 negative: float = 0.0) -> None:
+        self.table = torch.tensor([rewards.get(t, default) for t in event_types], dtype=torch.float32)
+        self.negative = negative
+
+    def logged(self, batch: Batch) -> torch.Tensor:
+        return self.table.to(batch["event"].device)[batch["event"].long()]
+
+    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        return torch.full(negatives.shape, self.negative, dtype=torch.float32, device=negatives.device)

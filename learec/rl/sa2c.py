@@ -1,0 +1,41 @@
+"""SA2C (Xin et al., WSDM 2022): SNQN for a warm-up, then CE weighted by the clipped advantage.
+
+``A(s, a_t) = Q(s, a_t) - mean(Q(s, a_t), Q(s, a^-_1..K))``, clipped to ``[0, 10]`` and detached; after
+the warm-up a fresh Adam optimiser (lr 0.001) takes over. The optional off-policy correction multiplies
+the weight by ``pi(a_t|s) / beta(a_t)``, the behaviour policy ``beta`` estimated by item popularity,
+clipped above (off by default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learec.rl.base import Batch
+from learec.rl.snqn import SNQN
+
+
+class SA2C(SNQN):
+    def __init__(self, *args, warmup_steps: int = 3000, advantage_clip: tuple[float, float] = (0.0, 10.0),
+                 item_popularity: torch.Tensor | None = None, correction_clip: float | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.warmup_steps = warmup_steps
+        self.clip = advantage_clip
+        self.correction_clip = correction_clip
+        self.behaviour = None
+        if item_popularity is not None:
+            self.behaviour = (item_popularity.float() + 1.0) / (item_popularity.float().sum() + len(item_popularity))
+
+    def in_second_phase(self) -> bool:
+        return self.steps >= self.warmup_steps
+
+    def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
+                     batch: Batch) -> torch.Tensor | None:
+        if not self.in_second_phase():
+            return None
+        q_all = torch.cat([q_logged.view(-1, 1), q_negatives], dim=1)
+        weight = (q_logged - q_all.mean(dim=1)).clamp(*self.clip)
+        if self.behaviour is not None:
+            pi = torch.softmax(logits.detach(), dim=1).gather(1, batch["action"].view(-1, 1)).squeeze(1)
+            weight = weight * (pi / self.behaviour[batch["action"]]).clamp(max=self.correction_clip)
+        return weight
