@@ -96,9 +96,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
-    from learec.grid import run_grid
+    from learec.grid import load_grid, run_grid, write_table
 
-    out = run_grid(args.config, workers=args.workers, threads=args.threads)
+    if args.table_only:
+        grid = load_grid(args.config)
+        write_table(grid)
+        out = grid.out
+    else:
+        out = run_grid(args.config, workers=args.workers, threads=args.threads)
     print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
     print((out / "results.md").read_text())
 
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
+    p.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
     p.set_defaults(func=cmd_grid)
     return parser
 

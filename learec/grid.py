@@ -6,11 +6,15 @@ Grid file::
     set: [data.protocol=sqn]         # optional overrides for every run
     out: runs/grid-ml100k            # where the runs go (one folder per cell)
     axes:                            # dotted key -> values; the product is the grid
-      model.backbone: [pop, gru4rec, sasrec]
+      model.backbone: [gru4rec, sasrec]
+      objective: [ce, sqn, sa2c]
       seed: [0, 1, 2]
+    baseline: {objective: ce}        # optional: what each row is tested against
 
 Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
-interrupted one resumes. The table averages over ``seed`` and reports mean ± std for every other cell.
+interrupted one resumes. The table averages over ``seed`` and reports mean ± std for every other cell,
+plus, with ``baseline``, the difference in test NDCG@10 to the row with those axis values (same other
+values, same seeds) and a paired t-test over test events (``learec.evaluate.significance``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import itertools
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from learec.config import load_config, read_yaml
+from learec.config import Config, load_config, read_yaml
 from learec.errors import UserError
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
@@ -36,13 +41,21 @@ def _cell_name(values: dict[str, Any]) -> str:
     return "-".join(f"{k.split('.')[-1]}{v}" if k == "seed" else str(v) for k, v in values.items())
 
 
-def load_grid(path: str | Path) -> tuple[list[tuple[str, dict[str, Any], Any]], Path, dict[str, list]]:
-    """The cells of a grid file: (name, axis values, resolved config), the output folder, the axes."""
+@dataclass
+class Grid:
+    cells: list[tuple[str, dict[str, Any], Config]]  # (folder name, axis values, resolved config)
+    out: Path
+    axes: dict[str, list]
+    baseline: dict[str, Any]
+
+
+def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     spec = read_yaml(path)
-    unknown = set(spec) - {"base", "set", "out", "axes"}
+    unknown = set(spec) - {"base", "set", "out", "axes", "baseline"}
     if unknown:
-        raise UserError(f"Unknown key(s) {sorted(unknown)} in grid file {path}", "allowed: base, set, out, axes")
+        raise UserError(f"Unknown key(s) {sorted(unknown)} in grid file {path}",
+                        "allowed: base, set, out, axes, baseline")
     if "base" not in spec or "axes" not in spec:
         raise UserError(f"Grid file {path} needs 'base' (a config file) and 'axes' (key -> list of values)")
     base = (path.parent / spec["base"]).resolve()
@@ -53,7 +66,10 @@ def load_grid(path: str | Path) -> tuple[list[tuple[str, dict[str, Any], Any]], 
         values = dict(zip(axes, combo))
         overrides = [*spec.get("set", []), *(f"{k}={json.dumps(v)}" for k, v in values.items())]
         cells.append((_cell_name(values), values, load_config(base, overrides)))
-    return cells, out, axes
+    baseline = spec.get("baseline") or {}
+    if set(baseline) - set(axes):
+        raise UserError(f"baseline keys {sorted(set(baseline) - set(axes))} are not axes of {path}")
+    return Grid(cells, out, axes, baseline)
 
 
 def _run_cell(run_dir: Path, quiet: bool) -> int:
@@ -64,7 +80,8 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
 
 
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
-    cells, out, axes = load_grid(path)
+    grid = load_grid(path)
+    cells, out = grid.cells, grid.out
     todo = []
     for name, _, cfg in cells:
         run_dir = out / name
@@ -81,7 +98,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         codes = list(pool.map(lambda d: _run_cell(d, workers > 1), todo))
     failed = [str(d) for d, c in zip(todo, codes) if c != 0]
-    write_table(out, cells, axes)
+    write_table(grid)
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
     return out
@@ -93,29 +110,60 @@ def _format(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
-def write_table(out: Path, cells: list, axes: dict[str, list]) -> tuple[Path, Path]:
-    """results.csv (one row per run) and results.md (mean ± std over seeds per remaining axis values)."""
-    rows = []
-    for name, values, _ in cells:
+def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
+    """results.csv (one row per run) and results.md (mean ± std over seeds, and the paired test)."""
+    from learec.evaluate.significance import paired_test
+
+    out, baseline, axis_keys = grid.out, grid.baseline, list(grid.axes)
+    rows, ranks = [], {}
+    for name, values, _ in grid.cells:
         mpath = out / name / "metrics.json"
         if mpath.is_file():
             test = json.loads(mpath.read_text())["test"]
-            rows.append({**values, **{m: test[m] for m in test if m != "events"}})
-    group_keys = [k for k in axes if k != "seed"]
+            rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")}})
+            if (out / name / "test_ranks.npy").is_file():
+                ranks[tuple(values[k] for k in axis_keys)] = np.load(out / name / "test_ranks.npy")
+    group_keys = [k for k in axis_keys if k != "seed"]
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
-    metric_keys += sorted({m for r in rows for m in r if "/" in m and m.split("/")[1] in TABLE_METRICS})
+    prefixes = sorted({m.split("/")[0] for r in rows for m in r if "/" in m})  # event types, e.g. click
+    metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "results.csv", out / "results.md"
-    header = [*axes, *metric_keys]
+    header = [*axis_keys, *metric_keys]
     csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
     csv_path.write_text("\n".join(csv_lines) + "\n")
+
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
-    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys)} |",
-          "|" + "---|" * (len(group_keys) + 1 + len(metric_keys))]
+    extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
+    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
+          "|" + "---|" * (len(group_keys) + 1 + len(metric_keys) + len(extra))]
     for key, rs in groups.items():
-        md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " +
-                  " | ".join(_format([r[m] for r in rs if m in r]) for m in metric_keys) + " |")
+        cols = [_format([r[m] for r in rs if m in r]) for m in metric_keys]
+        if baseline:
+            cols += _significance(dict(zip(group_keys, key)), baseline, rs, ranks, axis_keys, metric, paired_test)
+        md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path
+
+
+def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, axis_keys: list[str], metric: str,
+                  paired_test) -> list[str]:
+    """Paired test of a group against its baseline group over the seeds both have finished."""
+    if all(values.get(k) == v for k, v in baseline.items()):
+        return ["(baseline)", ""]
+    base_values = {**values, **baseline}
+    seeds = [r.get("seed") for r in rows]
+    mine, theirs = [], []
+    for seed in seeds:
+        a = ranks.get(tuple({**values, "seed": seed}[k] for k in axis_keys))
+        b = ranks.get(tuple({**base_values, "seed": seed}[k] for k in axis_keys))
+        if a is not None and b is not None:
+            mine.append(a)
+            theirs.append(b)
+    if not mine:
+        return ["–", "–"]
+    result = paired_test(mine, theirs, metric)
+    mark = "*" if result["p"] < 0.05 else ""
+    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}"]

@@ -85,3 +85,14 @@ def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
 def test_nan_target_score_is_never_a_hit():
     scores = torch.tensor([[0.1, float("nan"), 0.3], [float("nan")] * 3])
     assert target_ranks(scores, torch.tensor([1, 0])).tolist() == [2, 2]
+
+
+def test_nan_among_other_items_is_not_counted_and_overwrite_gives_the_same_ranks():
+    scores = torch.tensor([[0.1, float("nan"), 0.3, 0.2], [0.5, 0.5, float("nan"), 0.9]])
+    targets = torch.tensor([3, 1])
+    assert target_ranks(scores, targets).tolist() == [1, 2]  # row 2: 0.9 above, tie at index 0 before
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randint(0, 4, (50, 40), generator=gen).float()
+    t = torch.randint(0, 40, (50,), generator=gen)
+    expected = target_ranks(s, t)
+    assert torch.equal(target_ranks(s.clone(), t, overwrite=True), expected)

@@ -37,7 +37,7 @@ def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude
         scores = scorer(hist, length).float()
         if exclude_seen:
             scores = mask_seen(scores, hist)
-        ranks[sl] = target_ranks(scores, target).cpu().numpy()
+        ranks[sl] = target_ranks(scores, target, overwrite=True).cpu().numpy()
     return ranks
 
 

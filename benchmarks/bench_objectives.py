@@ -1,0 +1,61 @@
+"""Training step time of each RL objective against CE on the same backbone, measured in one run.
+
+    python benchmarks/bench_objectives.py [--threads 2] [--steps 30]
+
+MovieLens-100K, `sqn` protocol (history 10), batch 256, hidden 64. Target: SA2C <= 2.5x the CE step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+from learec.config import load_config
+from learec.data.prepared import prepare
+from learec.train.run import objective_for
+from learec.train.trainer import epoch_order, make_batch
+
+OBJECTIVES = ("ce", "sqn", "sac", "snqn", "sa2c")
+
+
+def step_ms(backbone: str, objective: str, steps: int, warmup: int = 5) -> float:
+    # warmup_steps=0 so SA2C/SAC are timed in their (costlier) second phase.
+    cfg = load_config(None, [f"model.backbone={backbone}", f"objective={objective}", "data.protocol=sqn",
+                             "data.history=10", "rl.warmup_steps=0"])
+    data = prepare(cfg.data, log=lambda *_: None)
+    torch.manual_seed(0)
+    obj = objective_for(cfg, data)
+    obj.train()
+    order = epoch_order(0, 0, len(data.train))
+    bs = cfg.train.batch_size
+    batches = [make_batch(data.train, np.sort(order[i * bs:(i + 1) * bs]), "cpu") for i in range(warmup + steps)]
+    for b in batches[:warmup]:
+        obj.train_step(b)
+    t0 = time.perf_counter()
+    for b in batches[warmup:]:
+        obj.train_step(b)
+    return (time.perf_counter() - t0) / steps * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print("\n## step time, ms (ratio to CE on the same backbone)")
+    print("| backbone | " + " | ".join(OBJECTIVES) + " |\n|---" * (len(OBJECTIVES) + 1) + "|")
+    for backbone in ("gru4rec", "caser", "nextitnet", "sasrec"):
+        times = {o: step_ms(backbone, o, args.steps) for o in OBJECTIVES}
+        cells = [f"{times[o]:.1f} ({times[o] / times['ce']:.2f}x)" for o in OBJECTIVES]
+        print(f"| {backbone} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

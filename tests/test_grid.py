@@ -1,0 +1,57 @@
+"""Grids: the product of axes runs once per cell, finished cells are skipped, the table and the paired test."""
+
+import numpy as np
+import pytest
+
+from learec.cli import main
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
+from learec.evaluate.significance import paired_test
+from learec.grid import load_grid
+
+
+def test_paired_test_identical_and_clearly_better():
+    ranks = np.arange(200) % 30
+    assert paired_test([ranks], [ranks]) == {"diff": 0.0, "p": 1.0}
+    better = np.maximum(ranks - 5, 0)
+    result = paired_test([better, better], [ranks, ranks], "hr@10")
+    assert result["diff"] == pytest.approx(np.mean(better < 10) - np.mean(ranks < 10))
+    assert result["p"] < 1e-6
+    with pytest.raises(ValueError):
+        paired_test([ranks], [ranks[:10]])
+
+
+def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    generate_synthetic_log(raw_dir("synthetic"), n_users=80, n_items=30)
+    (tmp_path / "base.yaml").write_text(
+        "data: {dataset: synthetic, protocol: sqn, history: 4}\n"
+        "model: {backbone: caser, hidden: 8}\n"
+        "train: {epochs: 1, batch_size: 64, threads: 1, progress: false}\n")
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        f"base: base.yaml\nout: {tmp_path / 'out'}\n"
+        "axes: {objective: [ce, sqn], seed: [0, 1]}\nbaseline: {objective: ce}\n")
+    grid = load_grid(grid_file)
+    assert [c[0] for c in grid.cells] == ["ce-seed0", "ce-seed1", "sqn-seed0", "sqn-seed1"]
+    assert grid.cells[3][2].objective == "sqn" and grid.cells[3][2].seed == 1
+
+    assert main(["grid", "--config", str(grid_file)]) == 0
+    out = capsys.readouterr().out
+    assert "4 to run" in out
+    csv = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("objective,seed,hr@5") and len(csv) == 5
+    assert "purchase/ndcg@10" in csv[0]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| ce | 2 |" in md and "(baseline)" in md
+    sqn_row = next(line for line in md.splitlines() if line.startswith("| sqn | 2 |"))
+    header = md.splitlines()[0].strip("| ").split(" | ")
+    assert header[2:5] == ["hr@5", "ndcg@5", "hr@10"] and header[8:10] == ["click/hr@5", "click/ndcg@5"]
+    assert sqn_row.count("±") == len(header) - 4  # mean ± std for every metric column (not Δ and p)
+    p_value = float(sqn_row.rstrip(" |").split("|")[-1])
+    assert 0.0 <= p_value <= 1.0
+
+    mtime = (tmp_path / "out" / "ce-seed0" / "metrics.json").stat().st_mtime
+    assert main(["grid", "--config", str(grid_file)]) == 0
+    assert "4 already finished, 0 to run" in capsys.readouterr().out
+    assert (tmp_path / "out" / "ce-seed0" / "metrics.json").stat().st_mtime == mtime
