@@ -26,7 +26,8 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) benchmarks/bench_train_eval.py
+	$(PY) benchmarks/bench_train_eval.py --full-epochs
+	$(PY) benchmarks/bench_objectives.py
 
 clean-venv:
 	rm -rf $(VENV)

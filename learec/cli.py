@@ -80,6 +80,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume and not args.run_dir:
         raise UserError("--resume needs --run-dir DIR: the run to continue")
+    if args.overrides and not args.config:
+        raise UserError("--set needs --config: a resumed run keeps the config it was started with",
+                        "drop --set, or give the same --config and --set the run was started with")
     if not args.resume and not args.config:
         raise UserError("learec train needs --config FILE (or --resume --run-dir DIR)",
                         "e.g. learec train --config configs/ml100k_sasrec.yaml")

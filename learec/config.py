@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from learec.errors import UserError
 
@@ -28,7 +28,7 @@ class DataConfig(_Strict):
     min_user_interactions: int = Field(0, ge=0, description="k-core: users with fewer are dropped")
     min_item_interactions: int = Field(0, ge=0, description="k-core: items with fewer are dropped")
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     text_template: str | None = Field(None, description="item text, e.g. '{title} ({year}), genres: {genres}'")
 
     @field_validator("split")
@@ -86,7 +86,17 @@ class EvalConfig(_Strict):
     ks: list[int] = [5, 10, 20]
     batch_size: int = Field(1024, ge=1)
     exclude_seen: bool = Field(False, description="mask items of the state window (off in the published protocol)")
-    metric: str = Field("ndcg@10", description="validation metric for model selection")
+    metric: str = Field("ndcg@10", description="validation metric for model selection, e.g. ndcg@10 or "
+                        "purchase/ndcg@10")
+
+    @model_validator(mode="after")
+    def _metric_is_computed(self) -> "EvalConfig":
+        name = self.metric.split("/")[-1]
+        kind, _, k = name.partition("@")
+        if kind not in ("hr", "ndcg") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"eval.metric {self.metric!r} is not computed: use hr@k or ndcg@k with k in "
+                             f"eval.ks={self.ks} (optionally prefixed by an event type, e.g. purchase/ndcg@10)")
+        return self
 
 
 class RLConfig(_Strict):
@@ -107,7 +117,7 @@ class RLConfig(_Strict):
 
 
 class Config(_Strict):
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     objective: Literal["ce", "sqn", "sac", "snqn", "sa2c"] = "ce"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -155,7 +165,8 @@ def _format_validation_error(err: ValidationError, source: str) -> UserError:
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown config key '{where}'")
         else:
-            lines.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
+            got = e.get("input")
+            lines.append(f"'{where}': {e['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return UserError(
         f"Invalid configuration ({source}): " + "; ".join(lines),
         "check the key names and values against `learec config show` (prints every key with its default)",

@@ -24,15 +24,17 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from tqdm.auto import tqdm
 
 from learec.config import Config, load_config, read_yaml
+from learec.data.prepared import prepare
 from learec.errors import UserError
+from learec.train.run import config_differences
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 
@@ -82,26 +84,48 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
     grid = load_grid(path)
     cells, out = grid.cells, grid.out
-    todo = []
+    todo, stale = [], []
     for name, _, cfg in cells:
         run_dir = out / name
-        if (run_dir / "metrics.json").is_file():
-            continue
         if threads:
             cfg.train.threads = threads
         if workers > 1:
             cfg.train.progress = False  # interleaved progress bars are unreadable
+        if (run_dir / "config.yaml").is_file():
+            # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
+            saved = load_config(run_dir / "config.yaml")
+            differences = config_differences(_comparable(cfg), _comparable(saved))
+            if differences:
+                stale.append(f"{run_dir} ({', '.join(differences)})")
+                continue
+        if (run_dir / "metrics.json").is_file():
+            continue
         if not (run_dir / "config.yaml").is_file():
             cfg.save(run_dir / "config.yaml")
         todo.append(run_dir)
+    if stale:
+        raise UserError("These runs were started with another config than the grid now gives them: " + "; ".join(stale),
+                        "move or delete those folders, or give the grid another `out`")
+    for data_cfg in {json.dumps(c.data.model_dump(mode="json"), sort_keys=True): c.data for _, _, c in cells}.values():
+        prepare(data_cfg)  # once, before the workers start, rather than racing in each of them
     print(f"grid {path}: {len(cells)} runs, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
+    failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        codes = list(pool.map(lambda d: _run_cell(d, workers > 1), todo))
-    failed = [str(d) for d, c in zip(todo, codes) if c != 0]
+        futures = {pool.submit(_run_cell, d, workers > 1): d for d in todo}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run"):
+            if future.result() != 0:
+                failed.append(str(futures[future]))
     write_table(grid)
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
     return out
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    """A config as a dict without the settings that do not change results (threads, progress bars)."""
+    tree = cfg.to_dict()
+    tree["train"] = {k: v for k, v in tree["train"].items() if k not in ("threads", "progress")}
+    return tree
 
 
 def _format(values: list[float]) -> str:

@@ -44,6 +44,13 @@ def test_unknown_config_key_and_bad_value(data_dir, capsys):
     assert "'train.epochs'" in _user_error(capsys, ["config", "show", "--set", "train.epochs=-1"])
 
 
+def test_metric_seed_and_resume_set_validation(data_dir, capsys, tmp_path):
+    assert "eval.metric 'ndcg@50' is not computed" in _user_error(capsys, ["config", "show", "--set", "eval.metric=ndcg@50"])
+    assert "'seed'" in _user_error(capsys, ["config", "show", "--set", "seed=-1"])
+    err = _user_error(capsys, ["train", "--resume", "--run-dir", str(tmp_path), "--set", "train.epochs=2"])
+    assert "--set needs --config" in err
+
+
 def test_missing_config_file(data_dir, capsys, tmp_path):
     assert "does not exist" in _user_error(capsys, ["train", "--config", str(tmp_path / "nope.yaml")])
 

@@ -55,3 +55,8 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert main(["grid", "--config", str(grid_file)]) == 0
     assert "4 already finished, 0 to run" in capsys.readouterr().out
     assert (tmp_path / "out" / "ce-seed0" / "metrics.json").stat().st_mtime == mtime
+
+    # The same folders under a changed base config are refused, not silently reused.
+    (tmp_path / "base.yaml").write_text((tmp_path / "base.yaml").read_text().replace("epochs: 1", "epochs: 2"))
+    assert main(["grid", "--config", str(grid_file)]) == 2
+    assert "train.epochs: 1 -> 2" in capsys.readouterr().err

@@ -58,7 +58,8 @@ def test_mask_seen_ignores_padding_and_masks_history():
     scores = torch.zeros(2, 4)
     hist = torch.tensor([[1, 3, 4], [4, 4, 4]])  # 4 is the padding id
     masked = mask_seen(scores, hist)
-    assert torch.isinf(masked[0, [1, 3]]).all() and torch.isfinite(masked[0, [0, 2]]).all()
+    lowest = torch.finfo(torch.float32).min
+    assert (masked[0, [1, 3]] == lowest).all() and (masked[0, [0, 2]] == 0).all()
     assert torch.isfinite(masked[1]).all()
 
 
@@ -85,6 +86,15 @@ def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
 def test_nan_target_score_is_never_a_hit():
     scores = torch.tensor([[0.1, float("nan"), 0.3], [float("nan")] * 3])
     assert target_ranks(scores, torch.tensor([1, 0])).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_infinite_scores_follow_the_stable_sort_rule(overwrite):
+    inf = float("inf")
+    scores = torch.tensor([[-inf, 0.0, -inf, -inf], [inf, 1.0, inf, 0.0], [-inf, -inf, -inf, -inf]])
+    targets = torch.tensor([2, 2, 3])
+    # row 0: item 1 above, item 0 ties before -> 2; row 1: item 0 ties before -> 1; row 2: all tie -> 3
+    assert target_ranks(scores, targets, overwrite=overwrite).tolist() == [2, 1, 3]
 
 
 def test_nan_among_other_items_is_not_counted_and_overwrite_gives_the_same_ranks():

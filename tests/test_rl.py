@@ -82,7 +82,7 @@ def _naive_loss(obj, batch, main_index, negatives=None, weight_fn=None):
     return total / len(batch["action"])
 
 
-@pytest.mark.parametrize("cls", [SQN, SNQN])
+@pytest.mark.parametrize("cls", [SQN, SNQN, SAC])
 def test_one_step_loss_matches_a_row_by_row_reference(cls):
     obj = _objective(cls)
     batch = _batch()
@@ -90,7 +90,8 @@ def test_one_step_loss_matches_a_row_by_row_reference(cls):
     with torch.random.fork_rng():  # replay the step's random draws: main copy, then negatives
         main_index = int(torch.randint(0, 2, (1,)).item())
         negatives = sample_negatives(batch["action"], N_ITEMS, 3) if cls is SNQN else None
-    expected = _naive_loss(obj, batch, main_index, negatives)
+    weight = (lambda q, a, _: q[a].item()) if cls is SAC else None  # SAC: CE weighted by the main copy's Q
+    expected = _naive_loss(obj, batch, main_index, negatives, weight)
     logs = obj.train_step(batch)
     assert logs["main"] == main_index
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
@@ -158,6 +159,23 @@ def test_sac_weights_ce_by_the_logged_q():
     obj = _objective(SAC)
     q_logged = torch.tensor([0.5, 2.0])
     assert torch.equal(obj.actor_weight(q_logged, None, torch.zeros(2, N_ITEMS), {}), q_logged)
+
+
+@pytest.mark.parametrize("name", ["ce", "sa2c"])
+def test_objective_is_built_on_the_configured_device_with_optimizers_on_its_parameters(name):
+    cfg = load_config(None, [f"objective={name}", "model.backbone=sasrec", f"data.history={L}", "train.device=meta"])
+    obj = build_objective(cfg, N_ITEMS, torch.ones(N_ITEMS), ["interaction"])
+    nets = obj.networks_module()
+    assert all(p.device.type == "meta" for p in nets.parameters())
+    opt = obj.optimizer if name == "ce" else obj.optimizers[0]
+    assert {id(p) for g in opt.param_groups for p in g["params"]} <= {id(p) for p in nets.parameters()}
+
+
+def test_missing_reward_for_an_event_type_is_an_error():
+    from learec.errors import UserError
+
+    with pytest.raises(UserError, match="no reward for \\['addtocart'\\]"):
+        EventTypeRewards(["view", "addtocart"], {"view": 0.2, "purchase": 1.0})
 
 
 def test_rewards_by_event_type_and_default_for_single_type_data():

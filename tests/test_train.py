@@ -97,6 +97,17 @@ def test_resume_after_interruption_mid_epoch_matches_uninterrupted(data_dir, tmp
     assert state["progress"]["epoch"] == 1 and state["progress"]["step_in_epoch"] > 0  # really mid-epoch
     resumed = train_run(None, tmp_path / "resumed", resume=True)
     assert resumed["test"] == reference["test"] and resumed["val"] == reference["val"]
+    _assert_same_checkpoint(tmp_path / "resumed", tmp_path / "reference")
+
+
+def _assert_same_checkpoint(a, b):
+    """Weights and optimiser moments equal bit for bit, not only the (coarser) metrics."""
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["objective"]
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["objective"]
+    for key, tensor in sa["model"].items():
+        assert torch.equal(tensor, sb["model"][key]), key
+    for state_a, state_b in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])
 
 
 def test_killed_process_resumes_to_the_same_metrics(data_dir, tmp_path):
@@ -121,6 +132,7 @@ def test_killed_process_resumes_to_the_same_metrics(data_dir, tmp_path):
     ref = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
     assert got["test"] == ref["test"] and got["val"] == ref["val"]
+    _assert_same_checkpoint(killed, tmp_path / "reference")
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -87,7 +87,7 @@ def compute_stats(seqs: Sequences, split: Split) -> dict[str, Any]:
     }
 
 
-def _write(dest: Path, seqs: Sequences, split: Split, manifest: dict[str, Any]) -> None:
+def _write(dest: Path, seqs: Sequences, split: Split, manifest: dict[str, Any], force: bool = False) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -101,9 +101,17 @@ def _write(dest: Path, seqs: Sequences, split: Split, manifest: dict[str, Any]) 
                 "item_text": seqs.item_text}
         (tmp / "ids.json").write_text(json.dumps(meta))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # written last: marks completion
+        if (dest / "manifest.json").is_file() and not force:
+            shutil.rmtree(tmp)  # another process prepared the same data meanwhile: keep theirs
+            return
         if dest.exists():
             shutil.rmtree(dest)
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not (dest / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # lost a race against an identical preparation
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -154,6 +162,6 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 2),
         "stats": compute_stats(seqs, split),
     }
-    _write(dest, seqs, split, manifest)
+    _write(dest, seqs, split, manifest, force)
     log(f"prepared {spec.name} ({cfg.protocol}) in {manifest['seconds']} s -> {dest}")
     return _read(dest)

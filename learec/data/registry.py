@@ -45,7 +45,7 @@ DATASETS: dict[str, DatasetSpec] = {
         description="a generated click/purchase log with known sequential structure (learec.data.synthetic)",
         read=read_generic,
         text_template="{title}, {category}",
-        fetch=lambda dest, wheel=None: generate_synthetic_log(dest),
+        fetch=lambda dest, wheel=None: generate_synthetic_log(dest, n_users=1000, n_items=200),
     ),
     "generic": DatasetSpec(
         name="generic",

@@ -15,11 +15,13 @@ Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def mask_seen(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-    """Set the scores of items in each history window to -inf (the padding id falls in an extra column)."""
+    """Push the scores of items in each history window to the lowest float (the padding id falls in an
+    extra column). The lowest finite value rather than -inf keeps those rows on the ranker's fast path;
+    masked items tie among themselves either way."""
     n_items = scores.shape[1]
     seen = torch.zeros(scores.shape[0], n_items + 1, dtype=torch.bool, device=scores.device)
     seen.scatter_(1, histories, True)
-    return scores.masked_fill(seen[:, :n_items], float("-inf"))
+    return scores.masked_fill(seen[:, :n_items], torch.finfo(scores.dtype).min)
 
 
 @torch.no_grad()

@@ -22,30 +22,32 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, overwrite: bool = 
     scores = scores.float()
     target_scores = scores.gather(1, targets.view(-1, 1))
     index = torch.arange(n_items, device=scores.device).view(1, -1)
-    diff = (scores if overwrite else scores.clone()).sub_(target_scores)  # > 0 above, 0 tie, < 0 below
 
-    def exact(rows: torch.Tensor) -> torch.Tensor:  # plain comparisons (NaN compares false)
-        sub = diff[rows]
-        return (sub > 0).sum(dim=1) + ((sub == 0) & (index < targets[rows].view(-1, 1))).sum(dim=1)
+    def exact(rows: torch.Tensor) -> torch.Tensor:  # plain comparisons: NaN compares false, inf == inf
+        sub, t = scores[rows], target_scores[rows]
+        return (sub > t).sum(dim=1) + ((sub == t) & (index < targets[rows].view(-1, 1))).sum(dim=1)
 
-    # Rows holding a NaN (sign() would turn it into a tie), or catalogues too large for exact float
-    # counts, take the plain path.
-    slow = torch.isnan(diff.sum(dim=1)) if n_items < 2**24 else torch.ones(len(targets), dtype=torch.bool)
-    slow_rows = slow.nonzero().flatten()
-    slow_ranks = exact(slow_rows) if len(slow_rows) else None
-    # sign(diff) is +1 above, 0 at ties (the target included), -1 below: the row sum and the absolute
-    # row sum give both counts; sums of +-1 floats are exact below 2**24 items.
-    diff.sign_()
-    signed = diff.sum(dim=1)
-    unequal = diff.abs_().sum(dim=1)  # diff is now 0 exactly at the ties
-    ranks = ((signed + unequal) / 2).nan_to_num(0).long()
-    tied = (n_items - 1 - unequal).nan_to_num(0).long()
-    tied[slow_rows] = 0
-    rows = (tied > 0).nonzero().flatten()
-    if len(rows):  # ties ahead of the target: equal scores at a smaller item index (rare with float scores)
-        ranks[rows] += ((diff[rows] == 0) & (index < targets[rows].view(-1, 1))).sum(dim=1)
-    if slow_ranks is not None:
-        ranks[slow_rows] = slow_ranks
+    # Rows with non-finite scores (NaN, +-inf) and catalogues too large for exact float counts take the
+    # plain path; a row sum is non-finite exactly when the row holds a non-finite score (or overflows).
+    if n_items >= 2**24:
+        ranks = exact(torch.arange(len(targets), device=scores.device))
+    else:
+        slow_rows = (~torch.isfinite(scores.sum(dim=1))).nonzero().flatten()
+        slow_ranks = exact(slow_rows) if len(slow_rows) else None
+        # sign(s - s_target): +1 above, 0 at ties (the target included), -1 below. The row sum and the
+        # absolute row sum give both counts; sums of +-1 floats are exact below 2**24 items.
+        diff = (scores if overwrite else scores.clone()).sub_(target_scores).sign_()
+        signed = diff.sum(dim=1)
+        unequal = diff.abs_().sum(dim=1)  # diff is now 0 exactly at the ties
+        ranks = ((signed + unequal) / 2).nan_to_num(0).long()
+        tied = (n_items - 1 - unequal).nan_to_num(0).long()
+        if slow_ranks is not None:
+            tied[slow_rows] = 0
+        rows = (tied > 0).nonzero().flatten()
+        if len(rows):  # ties ahead of the target: equal scores at a smaller item index
+            ranks[rows] += ((diff[rows] == 0) & (index < targets[rows].view(-1, 1))).sum(dim=1)
+        if slow_ranks is not None:
+            ranks[slow_rows] = slow_ranks
     ranks[torch.isnan(target_scores).flatten()] = n_items - 1
     return ranks
 

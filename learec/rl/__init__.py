@@ -27,22 +27,24 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
                     rewards: RewardSource | None = None) -> Objective:
     """The objective named by ``cfg.objective`` around the backbone named by ``cfg.model.backbone``.
 
-    ``rewards`` defaults to the per-event-type constants of ``cfg.rl``; the LLM environment passes its own.
+    Networks are placed on ``cfg.train.device`` before their optimisers are made. ``rewards`` defaults
+    to the per-event-type constants of ``cfg.rl``; the LLM environment passes its own.
     """
+    device = cfg.train.device
     if cfg.model.backbone == "pop":
         # Popularity has nothing to learn; wrapping it keeps the trainer's path uniform.
-        return CrossEntropyObjective(PopularityRecommender(item_counts), lr=cfg.train.lr)
+        return CrossEntropyObjective(PopularityRecommender(item_counts).to(device), lr=cfg.train.lr)
 
     def make_backbone():
         return build_backbone(cfg.model.backbone, n_items, cfg.data.history, cfg.model)
 
     if cfg.objective == "ce":
-        model = SequentialRecommender(make_backbone(), n_items)
+        model = SequentialRecommender(make_backbone(), n_items).to(device)
         return CrossEntropyObjective(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
     rl = cfg.rl
     rewards = rewards or EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
-    common = dict(make_network=lambda: QNetwork(make_backbone(), n_items), n_items=n_items, rewards=rewards,
+    common = dict(make_network=lambda: QNetwork(make_backbone(), n_items).to(device), n_items=n_items, rewards=rewards,
                   lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives, rank_by=rl.rank_by,
                   weight_decay=cfg.train.weight_decay)
     if cfg.objective == "sqn":

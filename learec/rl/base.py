@@ -32,11 +32,15 @@ class Objective(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def networks_module(self) -> nn.Module:
+        """Every network the objective trains (for device placement and train/eval mode)."""
+        return self.scorer()
+
     def train(self) -> None:
-        self.scorer().train()
+        self.networks_module().train()
 
     def eval(self) -> None:
-        self.scorer().eval()
+        self.networks_module().eval()
 
     @property
     def trainable(self) -> bool:

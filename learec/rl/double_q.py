@@ -119,11 +119,8 @@ class DoubleQObjective(Objective):
     def scorer(self) -> nn.Module:
         return self._scorer
 
-    def train(self) -> None:
-        self.networks.train()
-
-    def eval(self) -> None:
-        self.networks.eval()
+    def networks_module(self) -> nn.Module:
+        return self.networks
 
     def state_dict(self) -> dict[str, Any]:
         return {"networks": self.networks.state_dict(), "steps": self.steps,

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import torch
 
+from learec.errors import UserError
 from learec.rl.base import Batch
 
 
@@ -26,6 +27,12 @@ class EventTypeRewards:
 
     def __init__(self, event_types: list[str], rewards: dict[str, float], default: float = 1.0,
                  negative: float = 0.0) -> None:
+        missing = [t for t in event_types if t not in rewards]
+        if len(event_types) > 1 and missing:
+            # With several types a silent default would erase the reward shaping the config asks for.
+            raise UserError(f"The data have event types {event_types}, but rl.rewards has no reward for {missing} "
+                            f"(it has {sorted(rewards)})",
+                            "set one per type, e.g. --set 'rl.rewards={" + ", ".join(f"{t}: 1.0" for t in event_types) + "}'")
         self.table = torch.tensor([rewards.get(t, default) for t in event_types], dtype=torch.float32)
         self.negative = negative
 

@@ -36,6 +36,7 @@ class SA2C(SNQN):
         q_all = torch.cat([q_logged.view(-1, 1), q_negatives], dim=1)
         weight = (q_logged - q_all.mean(dim=1)).clamp(*self.clip)
         if self.behaviour is not None:
+            self.behaviour = self.behaviour.to(logits.device)
             pi = torch.softmax(logits.detach(), dim=1).gather(1, batch["action"].view(-1, 1)).squeeze(1)
             weight = weight * (pi / self.behaviour[batch["action"]]).clamp(max=self.correction_clip)
         return weight

@@ -56,12 +56,12 @@ def _apply_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, f"{prefix}{key}.")
+            out += config_differences(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}: {vb!r} -> {va!r}")
     return out
@@ -81,7 +81,7 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         saved = load_config(saved_path)
         if cfg is not None and cfg.to_dict() != saved.to_dict():
             raise UserError(f"The config given differs from the one {run_dir} was started with: "
-                            + ", ".join(_differences(cfg.to_dict(), saved.to_dict())),
+                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
                             "resume without --config/--set, or start a new run in another --run-dir")
         cfg = saved
         if (run_dir / "metrics.json").is_file():
@@ -133,7 +133,7 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
         path = run_dir / "checkpoints" / f"{checkpoint}.pt"
         if not path.is_file():
             raise UserError(f"{path} does not exist", "train the run first (`learec train`), or use --checkpoint last")
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")
         if checkpoint == "last":
             objective.load_state_dict(state["objective"])
         else:

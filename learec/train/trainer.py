@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from learec.config import Config
 from learec.data.prepared import PreparedData
 from learec.data.splits import Transitions
+from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective
 from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json
@@ -59,11 +60,16 @@ def make_batch(data: Transitions, idx: np.ndarray, device: str) -> dict[str, tor
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():  # dropout and negative sampling on a GPU draw from its generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
@@ -76,6 +82,11 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.progress = Progress()
+        prefix = cfg.eval.metric.split("/")[0] if "/" in cfg.eval.metric else None
+        if prefix is not None and (len(data.event_types) < 2 or prefix not in data.event_types):
+            raise UserError(f"eval.metric {cfg.eval.metric!r} names event type {prefix!r}, but the data's per-type "
+                            f"metrics are for {data.event_types if len(data.event_types) > 1 else 'no types'}",
+                            "use an event type of the data, or a plain metric like ndcg@10")
 
     # --- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -87,7 +98,7 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         if not path.is_file():
             return False
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")
         self.objective.load_state_dict(state["objective"])
         self.progress = Progress(**state["progress"])
         _set_rng_state(state["rng"])
@@ -134,32 +145,37 @@ class Trainer:
         self.objective.train()
         while p.epoch < cfg.train.epochs and not p.stopped_early:
             order = epoch_order(cfg.seed, p.epoch, n)
-            losses: list[float] = []
+            sums: dict[str, float] = {}
+            n_steps = 0
             t0 = time.time()
             bar = tqdm(range(p.step_in_epoch, n_batches), desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
                        disable=not cfg.train.progress, leave=False, mininterval=1.0)
             for b in bar:
                 idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: contiguous reads from memory-mapped arrays
                 logs = self.objective.train_step(make_batch(train, idx, cfg.train.device))
-                losses.append(logs["loss"])
+                for key, value in logs.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                n_steps += 1
                 p.step_in_epoch, p.global_step = b + 1, p.global_step + 1
                 if cfg.train.checkpoint_every_steps and p.global_step % cfg.train.checkpoint_every_steps == 0:
                     self.save_checkpoint()
-                if len(losses) % 50 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                if n_steps % 50 == 0:
+                    bar.set_postfix(loss=f"{sums['loss'] / n_steps:.4f}")
             p.epoch, p.step_in_epoch = p.epoch + 1, 0
-            log.info("epoch %d: loss %.4f, %.1f s, %.0f transitions/s", p.epoch, np.mean(losses) if losses else float("nan"),
-                     time.time() - t0, len(losses) * bs / max(time.time() - t0, 1e-9))
+            seconds = time.time() - t0
+            means = ", ".join(f"{k} {v / n_steps:.4f}" for k, v in sums.items() if k not in ("main",)) if n_steps else ""
+            log.info("epoch %d: %s; %.1f s, %.0f transitions/s", p.epoch, means, seconds,
+                     n_steps * bs / max(seconds, 1e-9))
             if p.epoch % cfg.train.eval_every == 0 or p.epoch == cfg.train.epochs:
                 self._validate()
+            atomic_write_json(self.run_dir / "history.json", p.history)  # before last.pt: never behind it
             self.save_checkpoint()
-            atomic_write_json(self.run_dir / "history.json", p.history)
 
     def final_metrics(self) -> dict[str, Any]:
         """Restore the best checkpoint (by validation) and evaluate it on val and, once, on test."""
         best = self.ckpt_dir / "best.pt"
         if self.objective.trainable and best.is_file():
-            self.objective.scorer().load_state_dict(torch.load(best, weights_only=True))
+            self.objective.scorer().load_state_dict(torch.load(best, weights_only=True, map_location="cpu"))
         val, _ = self._evaluate("val")
         test, test_ranks = self._evaluate("test")
         atomic_save_npy(self.run_dir / "test_ranks.npy", test_ranks)  # per-event ranks, for paired significance tests
