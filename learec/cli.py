@@ -106,7 +106,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         write_table(grid)
         out = grid.out
     else:
-        out = run_grid(args.config, workers=args.workers, threads=args.threads)
+        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only)
     print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
     print((out / "results.md").read_text())
 
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
+                   help="run only the cells with this axis value, e.g. --only seed=0 (repeatable; the table "
+                   "still shows every finished cell)")
     p.set_defaults(func=cmd_grid)
     return parser
 

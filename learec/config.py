@@ -63,6 +63,8 @@ class ModelConfig(_Strict):
     backbone: Literal["gru4rec", "caser", "nextitnet", "sasrec", "pop"] = "sasrec"
     hidden: int = Field(64, ge=1, description="embedding and hidden size")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    tie_head: bool = Field(False, description="CE head = dot product with the item embeddings (+ bias), as in "
+                           "RecBole/SASRec, instead of SQN's separate linear layer")
     gru4rec: GRU4RecConfig = GRU4RecConfig()
     caser: CaserConfig = CaserConfig()
     nextitnet: NextItNetConfig = NextItNetConfig()

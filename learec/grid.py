@@ -81,9 +81,11 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
         return subprocess.run(cmd, stdout=out, stderr=out if quiet else None).returncode
 
 
-def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
+def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None) -> Path:
+    """Run the grid's unfinished cells (those matching every ``only`` ``key=value``) and write the table."""
     grid = load_grid(path)
-    cells, out = grid.cells, grid.out
+    out = grid.out
+    cells = [c for c in grid.cells if _matches(c[1], only or [])]
     todo, stale = [], []
     for name, _, cfg in cells:
         run_dir = out / name
@@ -119,6 +121,16 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None) -> 
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
     return out
+
+
+def _matches(values: dict[str, Any], only: list[str]) -> bool:
+    for item in only:
+        key, _, wanted = item.partition("=")
+        if key not in values:
+            raise UserError(f"--only {item}: '{key}' is not an axis of the grid", f"axes: {', '.join(values)}")
+        if str(values[key]) != wanted:
+            return False
+    return True
 
 
 def _comparable(cfg: Config) -> dict[str, Any]:

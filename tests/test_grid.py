@@ -36,9 +36,11 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert [c[0] for c in grid.cells] == ["ce-seed0", "ce-seed1", "sqn-seed0", "sqn-seed1"]
     assert grid.cells[3][2].objective == "sqn" and grid.cells[3][2].seed == 1
 
+    assert main(["grid", "--config", str(grid_file), "--only", "seed=0", "--only", "objective=ce"]) == 0
+    assert "1 runs, 0 already finished, 1 to run" in capsys.readouterr().out
     assert main(["grid", "--config", str(grid_file)]) == 0
     out = capsys.readouterr().out
-    assert "4 to run" in out
+    assert "4 runs, 1 already finished, 3 to run" in out
     csv = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert csv[0].startswith("objective,seed,hr@5") and len(csv) == 5
     assert "purchase/ndcg@10" in csv[0]

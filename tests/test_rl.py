@@ -282,3 +282,16 @@ def test_same_seed_same_results_and_exact_resume_for_an_rl_run(tmp_path, monkeyp
         train_run(load_config(None, overrides), tmp_path / "d")
     monkeypatch.setattr(trainer_mod, "make_batch", real)
     assert train_run(None, tmp_path / "d", resume=True)["test"] == a["test"]
+
+
+def test_sa2c_off_policy_correction_divides_by_popularity_and_clips():
+    popularity = torch.tensor([9.0, 1.0] + [0.0] * (N_ITEMS - 2))
+    obj = _objective(SA2C, warmup_steps=0, item_popularity=popularity, correction_clip=3.0)
+    beta = (popularity + 1) / (popularity.sum() + N_ITEMS)
+    logits = torch.zeros(2, N_ITEMS)  # pi(a|s) = 1/N for every item
+    q_logged, q_neg = torch.tensor([4.0, 4.0]), torch.zeros(2, 2)
+    w = obj.actor_weight(q_logged, q_neg, logits, {"action": torch.tensor([0, 1])})
+    advantage = 4.0 - 4.0 / 3
+    expected = [advantage * min((1 / N_ITEMS) / beta[0].item(), 3.0), advantage * min((1 / N_ITEMS) / beta[1].item(), 3.0)]
+    assert w.tolist() == pytest.approx(expected)
+    assert expected[0] < expected[1]  # the popular item's term is down-weighted

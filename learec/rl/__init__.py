@@ -39,7 +39,7 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
         return build_backbone(cfg.model.backbone, n_items, cfg.data.history, cfg.model)
 
     if cfg.objective == "ce":
-        model = SequentialRecommender(make_backbone(), n_items).to(device)
+        model = SequentialRecommender(make_backbone(), n_items, cfg.model.tie_head).to(device)
         return CrossEntropyObjective(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
     rl = cfg.rl
