@@ -108,7 +108,8 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     if stale:
         raise UserError("These runs were started with another config than the grid now gives them: " + "; ".join(stale),
                         "move or delete those folders, or give the grid another `out`")
-    for data_cfg in {json.dumps(c.data.model_dump(mode="json"), sort_keys=True): c.data for _, _, c in cells}.values():
+    pending = {out / name: cfg for name, _, cfg in cells if out / name in todo}
+    for data_cfg in {json.dumps(c.data.model_dump(mode="json"), sort_keys=True): c.data for c in pending.values()}.values():
         prepare(data_cfg)  # once, before the workers start, rather than racing in each of them
     print(f"grid {path}: {len(cells)} runs, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
     failed = []
