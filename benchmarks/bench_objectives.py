@@ -50,7 +50,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print("\n## step time, ms (ratio to CE on the same backbone)")
-    print("| backbone | " + " | ".join(OBJECTIVES) + " |\n|---" * (len(OBJECTIVES) + 1) + "|")
+    print("| backbone | " + " | ".join(OBJECTIVES) + " |")
+    print("|---" * (len(OBJECTIVES) + 1) + "|")
     for backbone in ("gru4rec", "caser", "nextitnet", "sasrec"):
         times = {o: step_ms(backbone, o, args.steps) for o in OBJECTIVES}
         cells = [f"{times[o]:.1f} ({times[o] / times['ce']:.2f}x)" for o in OBJECTIVES]
