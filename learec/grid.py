@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from learec.config import Config, load_config, read_yaml
+from learec.config import Config, config_differences, load_config, read_yaml
 from learec.data.prepared import prepare
 from learec.errors import UserError
-from learec.train.run import config_differences
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 

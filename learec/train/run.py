@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from learec.config import Config, load_config
+from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
@@ -54,17 +54,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
 def _apply_threads(cfg: Config) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-
-
-def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {vb!r} -> {va!r}")
-    return out
 
 
 def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
