@@ -74,7 +74,8 @@ def eval_ratio(n_events: int, n_items: int, hidden: int = 64, batch: int = 1024,
     # The evaluator is handed row indices as its "histories" so the scorer is the same matmul as the baseline.
     data = EvalSet(history=np.arange(n_events, dtype=np.int32)[:, None], length=np.ones(n_events, np.int32),
                    target=rng.integers(0, n_items, n_events).astype(np.int32), event=np.zeros(n_events, np.int8),
-                   user=np.arange(n_events, dtype=np.int32))
+                   user=np.arange(n_events, dtype=np.int32),
+                   position=np.ones(n_events, np.int32))
 
     def scorer(hist: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return torch.addmm(bias, states[hist[:, 0]], weight.T)

@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = dsub.add_parser(action, help=helptext,
                             description=helptext + ". Settings come from the data section of --config/--set "
                             "(protocol, history, k-core thresholds, split).")
-        p.add_argument("name", help="a registered dataset (movielens-100k) or any name with --raw in the generic format")
+        p.add_argument("name", help="a registered dataset (movielens-100k, synthetic; from downloaded files with "
+                       "--raw DIR: retailrocket, rc15, movielens-1m, lastfm-1k, lfm-1b, amazon-2018; settings under "
+                       "data.loaders.*) or any name with --raw in the generic format")
         p.add_argument("--raw", help="directory with the raw files (default: the fetched copy)")
         _add_config_args(p)
         if action == "prepare":
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the cells with this axis value, e.g. --only seed=0 (repeatable; the table "
                    "still shows every finished cell)")
     p.set_defaults(func=cmd_grid)
+    from learec.serve.cli import add_serve_commands  # export, recommend, serve
+    add_serve_commands(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from learec.data.loaders.options import LoaderOptions
 from learec.errors import UserError
 
 
@@ -30,6 +31,8 @@ class DataConfig(_Strict):
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = Field(0, ge=0)
     text_template: str | None = Field(None, description="item text, e.g. '{title} ({year}), genres: {genres}'")
+    loaders: LoaderOptions = Field(default_factory=LoaderOptions, description="per-dataset loader settings "
+                                   "(README, Datasets): data.loaders.<dataset>.<key>")
 
     @field_validator("split")
     @classmethod

@@ -262,9 +262,16 @@ def check_parts(split, train, val, test) -> None:
     for name, expected in (("train", train), ("val", val), ("test", test)):
         part = getattr(split, name)
         arrays = part.arrays()
-        assert set(arrays) == set(expected), name
+        assert set(arrays) - {"position"} == set(expected), name  # position: assert_positions_locate_targets
         for key, value in expected.items():
             np.testing.assert_array_equal(arrays[key], np.asarray(value), err_msg=f"{name}.{key}")
+
+
+def assert_positions_locate_targets(seqs, split) -> None:
+    """``position`` is the index of the action/target in its user's full sequence."""
+    for part, key in ((split.train, "action"), (split.val, "target"), (split.test, "target")):
+        found = seqs.items[seqs.offsets[part.user] + part.position]
+        eq(found, getattr(part, key))
 
 
 def test_split_loo_hand_worked(write_generic) -> None:
@@ -272,6 +279,7 @@ def test_split_loo_hand_worked(write_generic) -> None:
     split = split_loo(seqs, 2)
     check_parts(split, LOO_TRAIN, LOO_VAL, LOO_TEST)
     eq(split.item_counts, LOO_COUNTS)
+    assert_positions_locate_targets(seqs, split)
     assert split.train.state.dtype == np.int32 and split.train.done.dtype == bool
 
 
@@ -331,6 +339,8 @@ def test_split_sqn_all_train_hand_worked(write_generic) -> None:
                              False, False, True]
     check_parts(split, train, val, test)
     eq(split.item_counts, [3, 4, 2, 3, 2])
+    eq(split.train.position, [0, 1, 2, 3, 0, 1, 0, 1, 2, 3, 4, 0, 1, 2])
+    assert_positions_locate_targets(seqs, split)
     eq(counts, [3, 4, 2, 3, 2])
 
 

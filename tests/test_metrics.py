@@ -68,7 +68,7 @@ def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
     n, n_items, L = 37, 20, 4
     data = EvalSet(history=rng.integers(0, n_items, (n, L)).astype(np.int32), length=np.full(n, L, np.int32),
                    target=rng.integers(0, n_items, n).astype(np.int32), event=np.zeros(n, np.int8),
-                   user=np.arange(n, dtype=np.int32))
+                   user=np.arange(n, dtype=np.int32), position=np.full(n, L, np.int32))
     table = torch.randn(n_items + 1, n_items, generator=torch.Generator().manual_seed(1))
 
     def scorer(h, lengths):  # scores depend on the last item: a stand-in for a model

@@ -24,7 +24,7 @@ from learec.data.splits import EvalSet, Split, Transitions, split_loo, split_sqn
 from learec.errors import UserError
 from learec.utils import data_home, file_fingerprint, stable_hash
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: transitions and eval sets carry the within-user position
 
 
 @dataclass
@@ -59,8 +59,13 @@ class PreparedData:
         return self.manifest["stats"]
 
 
-def _cache_key(cfg: DataConfig, raw_files: list[Path]) -> str:
-    settings = cfg.model_dump(mode="json", exclude={"raw"})
+def _cache_key(cfg: DataConfig, raw_files: list[Path], options: str | None = None) -> str:
+    # Loader settings key only their own dataset (a changed RC15 sample leaves MovieLens caches valid); a
+    # dataset without settings gets exactly the key it had before loader settings existed.
+    settings = cfg.model_dump(mode="json", exclude={"raw", "loaders"})
+    if options is not None:
+        settings["loaders"] = {"max_malformed_fraction": cfg.loaders.max_malformed_fraction,
+                               options: getattr(cfg.loaders, options).model_dump(mode="json")}
     return stable_hash({"v": FORMAT_VERSION, "data": settings, "raw": [file_fingerprint(p) for p in raw_files]})
 
 
@@ -138,15 +143,17 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     spec = get_spec(cfg.dataset, cfg.raw)
     raw_path = resolve_raw(spec, cfg.raw)
     raw_files = _raw_files(raw_path)
-    key = _cache_key(cfg, raw_files)
+    key = _cache_key(cfg, raw_files, spec.options)
     dest = data_home() / "prepared" / f"{spec.name}-{cfg.protocol}-{key}"
     if not force and (dest / "manifest.json").is_file():
         return _read(dest)
 
     t0 = time.time()
-    raw = spec.read(raw_path)
+    raw = spec.read_raw(raw_path, cfg)
     template = cfg.text_template if cfg.text_template is not None else spec.text_template
     seqs = build_sequences(raw, cfg.min_user_interactions, cfg.min_item_interactions, template)
+    raw_report = raw.report
+    del raw  # the raw frame of a big log is no longer needed: free it before the split arrays are built
     if cfg.protocol == "sqn":
         split = split_sqn(seqs, cfg.history, cfg.split, cfg.split_seed)
     else:
@@ -162,6 +169,8 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 2),
         "stats": compute_stats(seqs, split),
     }
+    if raw_report:
+        manifest["stats"]["raw"] = raw_report
     _write(dest, seqs, split, manifest, force)
     log(f"prepared {spec.name} ({cfg.protocol}) in {manifest['seconds']} s -> {dest}")
     return _read(dest)

@@ -40,26 +40,29 @@ class Sequences:
         return np.diff(self.offsets)
 
 
+def occurrence_counts(values: pd.Series | np.ndarray) -> np.ndarray:
+    """For each row, how many rows share its value (any dtype, categoricals included)."""
+    codes, _ = pd.factorize(values, use_na_sentinel=False)
+    return np.bincount(codes)[codes]
+
+
 def kcore_filter(df: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Drop users/items below their minimum count, repeated until both conditions hold (a k-core)."""
     if min_user <= 1 and min_item <= 1:
         return df
     while True:
-        user_counts = df["user"].map(df["user"].value_counts())
-        item_counts = df["item"].map(df["item"].value_counts())
-        keep = (user_counts >= min_user) & (item_counts >= min_item)
+        keep = (occurrence_counts(df["user"]) >= min_user) & (occurrence_counts(df["item"]) >= min_item)
         if keep.all():
             return df
         df = df[keep]
 
 
-def _sorted_ids(values: pd.Series) -> list[str]:
-    """Unique ids in natural order: numerically when every id is a number, else as text."""
-    unique = values.unique()
-    numeric = pd.to_numeric(pd.Series(unique), errors="coerce")
+def _natural_order(unique: list) -> np.ndarray:
+    """Order of unique ids: numerically when every id is a number, else as text."""
+    numeric = pd.to_numeric(pd.Series(unique, dtype=object), errors="coerce")
     if not numeric.isna().any():
-        return [unique[i] for i in np.argsort(numeric.to_numpy(), kind="stable")]
-    return sorted(unique)
+        return np.argsort(numeric.to_numpy(dtype=np.float64), kind="stable")
+    return np.array(sorted(range(len(unique)), key=lambda i: str(unique[i])), dtype=np.int64)
 
 
 def item_texts(item_ids: list[str], items: pd.DataFrame | None, template: str) -> list[str]:
@@ -96,10 +99,17 @@ def build_sequences(raw: RawData, min_user: int, min_item: int, template: str) -
         raise UserError(f"No interactions are left after k-core filtering (users >= {min_user}, items >= {min_item})",
                         "lower data.min_user_interactions / data.min_item_interactions")
 
-    user_ids = list(pd.unique(df["user"]))  # order of first appearance
-    user_code = pd.Categorical(df["user"], categories=user_ids).codes.astype(np.int64)
-    item_ids = _sorted_ids(df["item"])
-    item_code = pd.Categorical(df["item"], categories=item_ids).codes.astype(np.int32)
+    # factorize works on any id dtype (text, integers, categoricals from the big-file loaders) in one hash pass.
+    user_code, user_uniques = pd.factorize(df["user"])  # codes in order of first appearance
+    user_ids = list(user_uniques)
+    item_first, item_uniques = pd.factorize(df["item"])
+    item_uniques = list(item_uniques)
+    order_of_items = _natural_order(item_uniques)
+    item_ids = [item_uniques[i] for i in order_of_items]
+    rank = np.empty(len(item_uniques), dtype=np.int32)
+    rank[order_of_items] = np.arange(len(item_uniques), dtype=np.int32)
+    item_code = rank[item_first]
+    user_code = user_code.astype(np.int64)
     timestamps = df["timestamp"].to_numpy(dtype=np.float64)
 
     if "event" in df.columns and raw.event_order:

@@ -21,6 +21,7 @@ class RawData:
     interactions: pd.DataFrame
     items: pd.DataFrame | None = None
     event_order: list[str] | None = None  # e.g. ["click", "purchase"]: index = event code
+    report: dict | None = None  # what a loader read, skipped and filtered (lands in the prepared stats)
 
 
 def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: int | None = 0,

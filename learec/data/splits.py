@@ -27,6 +27,7 @@ class EvalSet:
     target: np.ndarray  # int32 [n]
     event: np.ndarray  # int8 [n]
     user: np.ndarray  # int32 [n]
+    position: np.ndarray  # int32 [n]: index of the target in its user's sequence (= full history length)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -47,6 +48,7 @@ class Transitions:
     next_length: np.ndarray  # int32 [n]
     done: np.ndarray  # bool [n]
     user: np.ndarray  # int32 [n]
+    position: np.ndarray  # int32 [n]: index of the action in its user's sequence (= full history length)
 
     def __len__(self) -> int:
         return len(self.action)
@@ -65,15 +67,21 @@ def history_windows(items: np.ndarray, seq_start: np.ndarray, end: np.ndarray, L
     start = np.maximum(seq_start, end - L)
     length = (end - start).astype(np.int32)
     cols = np.arange(L, dtype=np.int64)
-    idx = start[:, None] + cols[None, :]
-    valid = cols[None, :] < length[:, None]
-    window = np.where(valid, items[np.minimum(idx, len(items) - 1)], pad).astype(np.int32)
+    window = np.empty((len(end), L), dtype=np.int32)
+    # In row blocks: the int64 index temporaries of a whole 10M-event log would need several GB at once.
+    step = max(1, (1 << 22) // L)
+    for lo in range(0, len(end), step):
+        hi = min(lo + step, len(end))
+        idx = start[lo:hi, None] + cols[None, :]
+        valid = cols[None, :] < length[lo:hi, None]
+        window[lo:hi] = np.where(valid, items[np.minimum(idx, len(items) - 1)], pad)
     return window, np.maximum(length, 1)
 
 
 def _targets_to_eval(seqs: Sequences, pos: np.ndarray, user: np.ndarray, L: int) -> EvalSet:
     hist, length = history_windows(seqs.items, seqs.offsets[user], pos, L, seqs.n_items)
-    return EvalSet(hist, length, seqs.items[pos].astype(np.int32), seqs.events[pos], user.astype(np.int32))
+    return EvalSet(hist, length, seqs.items[pos].astype(np.int32), seqs.events[pos], user.astype(np.int32),
+                   (pos - seqs.offsets[user]).astype(np.int32))
 
 
 def _targets_to_transitions(seqs: Sequences, pos: np.ndarray, user: np.ndarray, L: int) -> Transitions:
@@ -83,7 +91,7 @@ def _targets_to_transitions(seqs: Sequences, pos: np.ndarray, user: np.ndarray, 
     done = np.ones(len(pos), dtype=bool)
     done[:-1] = user[1:] != user[:-1]  # the last transition of each user ends its episode
     return Transitions(state, length, seqs.items[pos].astype(np.int32), seqs.events[pos], next_state, next_length,
-                       done, user.astype(np.int32))
+                       done, user.astype(np.int32), (pos - starts).astype(np.int32))
 
 
 def _positions(seqs: Sequences, users: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
