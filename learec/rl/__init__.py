@@ -11,6 +11,7 @@ from learec.config import Config
 from learec.models import PopularityRecommender, SequentialRecommender, build_backbone
 from learec.rl.base import Batch, Objective
 from learec.rl.double_q import DoubleQObjective
+from learec.rl.le_inputs import LERewards, augmented_rewards
 from learec.rl.networks import QNetwork
 from learec.rl.rewards import EventTypeRewards, RewardSource
 from learec.rl.sa2c import SA2C
@@ -24,11 +25,12 @@ __all__ = ["Batch", "Objective", "CrossEntropyObjective", "DoubleQObjective", "S
 
 
 def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_types: list[str] | None = None,
-                    rewards: RewardSource | None = None) -> Objective:
+                    rewards: RewardSource | None = None, le_state_dim: int = 0) -> Objective:
     """The objective named by ``cfg.objective`` around the backbone named by ``cfg.model.backbone``.
 
     Networks are placed on ``cfg.train.device`` before their optimisers are made. ``rewards`` defaults
-    to the per-event-type constants of ``cfg.rl``; the LLM environment passes its own.
+    to the per-event-type constants of ``cfg.rl``; with ``cfg.lea.reward`` the LE's rewards are added
+    (learec.rl.le_inputs). ``le_state_dim`` is the width of the LE states (+SM), 0 without them.
     """
     device = cfg.train.device
     if cfg.model.backbone == "pop":
@@ -42,11 +44,17 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
         model = SequentialRecommender(make_backbone(), n_items, cfg.model.tie_head).to(device)
         return CrossEntropyObjective(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
-    rl = cfg.rl
-    rewards = rewards or EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
-    common = dict(make_network=lambda: QNetwork(make_backbone(), n_items).to(device), n_items=n_items, rewards=rewards,
-                  lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives, rank_by=rl.rank_by,
-                  weight_decay=cfg.train.weight_decay)
+    rl, lea = cfg.rl, cfg.lea
+    base = rewards or EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
+    rewards = LERewards(base, lea.reward_scale) if lea.reward else base
+    le_dim = le_state_dim if lea.state else 0
+    align_dim = le_dim if lea.align_weight else 0
+    common = dict(make_network=lambda: QNetwork(make_backbone(), n_items, le_dim, align_dim).to(device),
+                  n_items=n_items, rewards=rewards, lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives,
+                  rank_by=rl.rank_by, weight_decay=cfg.train.weight_decay,
+                  augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
+                  augment_rewards=lambda batch: augmented_rewards(base, batch, lea.reward_scale),
+                  align_weight=lea.align_weight)
     if cfg.objective == "sqn":
         return SQN(**common)
     if cfg.objective == "sac":

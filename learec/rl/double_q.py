@@ -42,12 +42,17 @@ def sample_negatives(actions: torch.Tensor, n_items: int, k: int, generator: tor
     return draw + (draw >= actions.view(-1, 1)).long()
 
 
+def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    return None if first is None or second is None else torch.cat([first, second])
+
+
 class DoubleQObjective(Objective):
     uses_negatives = False
 
     def __init__(self, make_network: Callable[[], QNetwork], n_items: int, rewards: RewardSource, lr: float,
                  gamma: float, negatives: int = 10, second_lr: float | None = None, rank_by: str = "ce",
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, augment_weight: float = 0.0, augment_q: bool = True,
+                 augment_rewards: Callable[[Batch], torch.Tensor] | None = None, align_weight: float = 0.0) -> None:
         self.networks = nn.ModuleList([make_network(), make_network()])
         self.n_items = n_items
         self.rewards = rewards
@@ -60,6 +65,11 @@ class DoubleQObjective(Objective):
                                   for n in self.networks]
         self._scorer = HeadScorer(self.networks[0], rank_by)
         self.steps = 0
+        # LEA (used only when the batch carries LE inputs, see learec.rl.le_inputs)
+        self.augment_weight = augment_weight
+        self.augment_q = augment_q
+        self.augment_rewards = augment_rewards
+        self.align_weight = align_weight
 
     # --- hooks for the four methods ---------------------------------------------------------------
     def in_second_phase(self) -> bool:
@@ -75,36 +85,56 @@ class DoubleQObjective(Objective):
         main_index = int(torch.randint(0, 2, (1,)).item())
         main, target = self.networks[main_index], self.networks[1 - main_index]
         state, length, action = batch["state"], batch["length"], batch["action"]
+        le, le_next = batch.get("le_state"), batch.get("le_next_state")  # +SM: LE states for the critic
+        augmented = batch.get("le_aug_items")  # +LEA: augmented positive actions [B, k]
+        aug_mask = batch.get("le_aug_mask")  # 0 where a slot holds no augmented action
+        use_augmented_q = augmented is not None and self.augment_q
         reward = self.rewards.logged(batch)
 
         with torch.no_grad():
-            if self.uses_negatives:  # one target pass over s' and s (negatives bootstrap from s)
-                both = target.q_values(torch.cat([batch["next_state"], state]), torch.cat([batch["next_length"], length]))
+            if self.uses_negatives or use_augmented_q:  # one target pass over s' and s (these bootstrap from s)
+                both = target.q_values(torch.cat([batch["next_state"], state]), torch.cat([batch["next_length"], length]),
+                                       le=_cat(le_next, le))
                 q_next_target, q_cur_target = both.split(len(action))
             else:
-                q_next_target = target.q_values(batch["next_state"], batch["next_length"])
-            q_next_main = main.q_values(batch["next_state"], batch["next_length"])
+                q_next_target = target.q_values(batch["next_state"], batch["next_length"], le=le_next)
+            q_next_main = main.q_values(batch["next_state"], batch["next_length"], le=le_next)
             y = td_targets(reward, self.gamma, q_next_target, q_next_main, batch["done"])
 
-        q, logits = main(state, length)
+        q, logits, backbone_state = main(state, length, le=le, return_state=True)
         q_logged = q.gather(1, action.view(-1, 1)).squeeze(1)
         loss_q = 0.5 * (y - q_logged).pow(2)
+        if self.uses_negatives or use_augmented_q:
+            with torch.no_grad():  # bootstrap of actions that leave the user where they are
+                stay = q_cur_target.gather(1, q.detach().argmax(dim=1, keepdim=True))
 
         q_neg = None
         if self.uses_negatives:
-            negatives = sample_negatives(action, self.n_items, self.k)
+            negatives = batch["le_neg_items"] if "le_neg_items" in batch else sample_negatives(action, self.n_items, self.k)
             with torch.no_grad():
                 # The user did not move: next state = current state, reward from the reward source (0).
-                neg_reward = self.rewards.negatives(batch, negatives)
-                best = q.detach().argmax(dim=1, keepdim=True)
-                y_neg = neg_reward + self.gamma * q_cur_target.gather(1, best)
+                y_neg = self.rewards.negatives(batch, negatives) + self.gamma * stay
             q_neg = q.gather(1, negatives)
             loss_q = loss_q + 0.5 * (y_neg - q_neg).pow(2).sum(dim=1)
+        if use_augmented_q:
+            # augmented actions were not taken: like negatives, the next state is the current one
+            with torch.no_grad():
+                y_aug = self.augment_rewards(batch) + self.gamma * stay
+            sq = 0.5 * (y_aug - q.gather(1, augmented)).pow(2)
+            loss_q = loss_q + (sq if aug_mask is None else sq * aug_mask).sum(dim=1)
 
         ce = F.cross_entropy(logits, action, reduction="none")
         weight = self.actor_weight(q_logged.detach(), None if q_neg is None else q_neg.detach(), logits, batch)
         loss_ce = ce if weight is None else ce * weight
-        loss = (loss_q + loss_ce).mean()
+        if augmented is not None and self.augment_weight:
+            logp = torch.log_softmax(logits, dim=1).gather(1, augmented)
+            mask = torch.ones_like(logp) if aug_mask is None else aug_mask
+            ce_aug = -(logp * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            loss_ce = loss_ce + self.augment_weight * ce_aug
+        loss = loss_q + loss_ce
+        if self.align_weight and le is not None and main.align_proj is not None:
+            loss = loss + self.align_weight * (1 - F.cosine_similarity(main.align_proj(backbone_state), le, dim=1))
+        loss = loss.mean()
 
         second = self.in_second_phase()
         optimizer = (self.second_optimizers if second else self.optimizers)[main_index]

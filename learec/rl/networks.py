@@ -9,20 +9,35 @@ from learec.models.base import Backbone
 
 
 class QNetwork(nn.Module):
-    """One full copy (SQN keeps two): shared state ``s_t``, Q-values and CE logits over all items."""
+    """One full copy (SQN keeps two): shared state ``s_t``, Q-values and CE logits over all items.
 
-    def __init__(self, backbone: Backbone, n_items: int) -> None:
+    With ``le_dim`` (+SM), the LE state of the transition, projected to the backbone's width, is added
+    to ``s_t`` at the Q-head's input only: the critic sees the LE, the actor (CE head, which ranks items)
+    does not, so the served model needs no LLM. With ``align_dim``, ``align_proj`` maps ``s_t`` into the
+    LE state space for the optional alignment loss.
+    """
+
+    def __init__(self, backbone: Backbone, n_items: int, le_dim: int = 0, align_dim: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.q_head = nn.Linear(backbone.out_dim, n_items)
         self.ce_head = nn.Linear(backbone.out_dim, n_items)
+        self.le_proj = nn.Linear(le_dim, backbone.out_dim) if le_dim else None
+        self.align_proj = nn.Linear(backbone.out_dim, align_dim) if align_dim else None
 
-    def forward(self, histories: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _q(self, state: torch.Tensor, le: torch.Tensor | None) -> torch.Tensor:
+        if self.le_proj is not None and le is not None:
+            state = state + self.le_proj(le.float())
+        return self.q_head(state)
+
+    def forward(self, histories: torch.Tensor, lengths: torch.Tensor, le: torch.Tensor | None = None,
+                return_state: bool = False):
         state = self.backbone(histories, lengths)
-        return self.q_head(state), self.ce_head(state)
+        out = (self._q(state, le), self.ce_head(state))
+        return (*out, state) if return_state else out
 
-    def q_values(self, histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.q_head(self.backbone(histories, lengths))
+    def q_values(self, histories: torch.Tensor, lengths: torch.Tensor, le: torch.Tensor | None = None) -> torch.Tensor:
+        return self._q(self.backbone(histories, lengths), le)
 
 
 class HeadScorer(nn.Module):

@@ -36,10 +36,30 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.data.dataset}-{cfg.data.protocol}-{cfg.model.backbone}-{cfg.objective}-seed{cfg.seed}-{stamp}"
 
 
-def objective_for(cfg: Config, data: PreparedData) -> Objective:
-    """The objective of ``cfg`` sized for ``data`` (catalogue, popularity, event types)."""
+def objective_for(cfg: Config, data: PreparedData, le_state_dim: int = 0) -> Objective:
+    """The objective of ``cfg`` sized for ``data`` (catalogue, popularity, event types) and, with
+    ``lea.state``, for LE states of width ``le_state_dim``."""
     counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
-    return build_objective(cfg, data.n_items, counts, data.event_types)
+    return build_objective(cfg, data.n_items, counts, data.event_types, le_state_dim=le_state_dim)
+
+
+def le_state_dim_of(state: dict[str, Any]) -> int:
+    """The LE state width a checkpoint was trained with (0 without +SM): read from its ``le_proj`` weight,
+    so a trained run loads, evaluates and exports without its LE cache."""
+    tensors = state.get("objective", {}).get("networks", state) if isinstance(state, dict) else {}
+    for key, value in tensors.items():
+        if key.endswith("le_proj.weight"):
+            return int(value.shape[1])
+    return 0
+
+
+def le_inputs_for(cfg: Config, data: PreparedData) -> Any:
+    """The LE cache reader for ``cfg.lea`` (None when no LE input is used)."""
+    if not cfg.lea.enabled:
+        return None
+    from learec.rl.le_inputs import LEInputs
+
+    return LEInputs(cfg.lea, data, negatives=cfg.rl.negatives if cfg.objective in ("snqn", "sa2c") else None)
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -89,8 +109,9 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         cfg.save(run_dir / "config.yaml")
         seed_everything(cfg.seed)
         data = prepare(cfg.data, log=log.info)
-        objective = objective_for(cfg, data)
-        trainer = Trainer(cfg, data, objective, run_dir)
+        le_inputs = le_inputs_for(cfg, data)
+        objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
+        trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
         if resume and trainer.load_checkpoint():
             log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
         log.info("training %s/%s on %s (%s): %d transitions, %d items", cfg.model.backbone, cfg.objective,
@@ -117,12 +138,12 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     cfg = load_config(run_dir / "config.yaml", overrides)
     _apply_threads(cfg)
     data = prepare(cfg.data, log=log.info)
-    objective = objective_for(cfg, data)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
+    objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
     if objective.trainable:
-        path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-        if not path.is_file():
+        if state is None:
             raise UserError(f"{path} does not exist", "train the run first (`learec train`), or use --checkpoint last")
-        state = torch.load(path, weights_only=False, map_location="cpu")
         if checkpoint == "last":
             objective.load_state_dict(state["objective"])
         else:

@@ -75,8 +75,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: PreparedData, objective: Objective, run_dir: Path) -> None:
+    def __init__(self, cfg: Config, data: PreparedData, objective: Objective, run_dir: Path,
+                 le_inputs: Any = None) -> None:
         self.cfg = cfg
+        self.le_inputs = le_inputs  # learec.rl.le_inputs.LEInputs: adds LE tensors to each batch (LEA)
         self.data = data
         self.objective = objective
         self.run_dir = run_dir
@@ -152,7 +154,10 @@ class Trainer:
                        disable=not cfg.train.progress, leave=False, mininterval=1.0)
             for b in bar:
                 idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: contiguous reads from memory-mapped arrays
-                logs = self.objective.train_step(make_batch(train, idx, cfg.train.device))
+                batch = make_batch(train, idx, cfg.train.device)
+                if self.le_inputs is not None:
+                    self.le_inputs.add_to_batch(batch, idx, cfg.train.device)
+                logs = self.objective.train_step(batch)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n_steps += 1

@@ -1,0 +1,179 @@
+"""The LE model: the LM with LoRA adapters, the item tokens, a state projection and a reward score head.
+
+A pass reads one *row*: ``[prompt tokens | item tokens x_c .. x_{b-1} | candidate item tokens]``. With
+``P`` prompt tokens, the hidden state at ``P - 1 + h`` is the LE state after the first ``h`` items of the
+row (``h = 0``: the prompt alone, an empty history), and the hidden state at the token of ``x_j`` is the
+reward input of the logged action ``x_j`` given the items before it. A candidate with ``h`` visible items
+sits at position ``P + h`` and sees the prompt and those ``h`` items only (DESIGN.md §2).
+
+- state model: ``s = state_proj(hidden)``, compared by cosine with item keys ``item_proj(item token)``;
+- reward model: ``r = reward_head(hidden)`` at the action's token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from learec.config import LEConfig, LEModelConfig
+from learec.env.packed import PackedOutput, packed_forward
+from learec.errors import UserError
+
+
+def load_le_lm(cfg: LEConfig) -> tuple[Any, Any]:
+    """The LM and tokenizer named by ``cfg.lm`` (``'tiny'``: a tiny random Llama for tests)."""
+    from learec.env.lm import load_causal_lm, tiny_llama
+
+    if cfg.lm == "tiny":
+        model, tokenizer = tiny_llama(hidden=32, layers=2, heads=4, seed=cfg.seed)
+        return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)), tokenizer
+    return load_causal_lm(cfg.lm, device=cfg.device, dtype=cfg.dtype)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One LM row: items ``[start, end)`` of ``user``; labels are wanted for positions ``[first, end)``."""
+
+    user: int
+    start: int
+    first: int
+    end: int
+
+
+def plan_segments(user: int, positions: np.ndarray, window: int) -> list[Segment]:
+    """Rows covering the sorted target ``positions`` of one user, each at most ``window`` items.
+
+    Targets go in groups of up to ``window // 2`` consecutive positions; each row starts up to
+    ``window - group`` items earlier, so every target sees at least ``window // 2`` items of history
+    (or all of it, near the start of the sequence).
+    """
+    if len(positions) == 0:
+        return []
+    group = max(window // 2, 1)
+    segments = []
+    lo, hi = int(positions[0]), int(positions[-1]) + 1
+    for first in range(lo, hi, group):
+        end = min(first + group, hi)
+        segments.append(Segment(user, max(0, end - window), first, end))
+    return segments
+
+
+class LEModel(nn.Module):
+    """LM (+LoRA) + item tokens + state projection + reward head; see the module docstring for the layout."""
+
+    def __init__(self, lm: Any, tokenizer: Any, item_tokens: Tensor, cfg: LEModelConfig, lora: bool = True):
+        super().__init__()
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            lm = get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                               target_modules=list(cfg.target_modules)))
+        self.lm = lm
+        embedding = lm.get_input_embeddings()
+        self.dtype_ = embedding.weight.dtype
+        device = embedding.weight.device
+        hidden = embedding.weight.shape[1]
+        prompt = tokenizer(cfg.prompt, add_special_tokens=False)["input_ids"]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = torch.as_tensor(bos + list(prompt) or [0], dtype=torch.long, device=device)
+        self.register_buffer("prompt_ids", ids, persistent=False)
+        # item tokens stay as trained by textual inversion; the adapters learn to read them
+        self.register_buffer("item_tokens", item_tokens.to(device=device, dtype=torch.float32), persistent=False)
+        self.state_proj = nn.Linear(hidden, cfg.state_dim).to(device)
+        self.item_proj = nn.Linear(hidden, cfg.state_dim).to(device)
+        self.reward_head = nn.Linear(hidden, 1).to(device)
+        self.cfg = cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_tokens.device
+
+    @property
+    def n_prompt(self) -> int:
+        return int(self.prompt_ids.numel())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.state_proj.parameters(), *self.item_proj.parameters(), *self.reward_head.parameters()]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.lm.parameters() if p.requires_grad] + self.head_parameters()
+
+    def forward(self, items: Tensor, lengths: Tensor, cand_items: Tensor, cand_hist: Tensor) -> PackedOutput:
+        """One packed pass. ``items [B, T]`` item codes (right-padded), ``lengths [B]``; candidate ``j`` of
+        row ``b`` is ``cand_items[b, j]`` seen after the first ``cand_hist[b, j]`` items (``-1`` = padding).
+
+        The returned ``seq_hidden`` covers ``[prompt | items]``: see :meth:`state_hidden`/:meth:`item_hidden`.
+        """
+        batch = items.shape[0]
+        prompt = self.lm.get_input_embeddings()(self.prompt_ids)[None].expand(batch, -1, -1)
+        tokens = self.item_tokens[items.clamp(0, len(self.item_tokens) - 1)].to(self.dtype_)
+        sequence = torch.cat([prompt, tokens], dim=1)
+        cand = self.item_tokens[cand_items.clamp(0, len(self.item_tokens) - 1)].to(self.dtype_)
+        prefix = torch.where(cand_hist >= 0, cand_hist + self.n_prompt - 1, torch.full_like(cand_hist, -1))
+        return packed_forward(self.lm, sequence, lengths + self.n_prompt, cand, prefix)
+
+    def state_hidden(self, out: PackedOutput) -> Tensor:
+        """``[B, T + 1, H]``: the hidden state after ``h = 0..T`` items of each row."""
+        return out.seq_hidden[:, self.n_prompt - 1:]
+
+    def item_hidden(self, out: PackedOutput) -> Tensor:
+        """``[B, T, H]``: the hidden state at each item's own token (its reward input)."""
+        return out.seq_hidden[:, self.n_prompt:]
+
+    def states(self, hidden: Tensor) -> Tensor:
+        return self.state_proj(hidden.float())
+
+    def item_keys(self) -> Tensor:
+        return self.item_proj(self.item_tokens)
+
+    def rewards(self, hidden: Tensor) -> Tensor:
+        return self.reward_head(hidden.float()).squeeze(-1)
+
+    @staticmethod
+    def similarity(states: Tensor, keys: Tensor) -> Tensor:
+        """Cosine similarity of states ``[..., d]`` with keys ``[M, d]`` or ``[..., K, d]``."""
+        s, k = F.normalize(states, dim=-1), F.normalize(keys, dim=-1)
+        if k.dim() == 2:
+            return s @ k.T
+        return (s.unsqueeze(-2) * k).sum(-1)
+
+    # --- saving and loading: adapters (peft) + heads, beside the item tokens --------------------------
+    def save(self, directory: Path) -> str:
+        """Write the adapters and heads to ``directory``; returns a hash of what was written."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.lm.save_pretrained(directory / "adapter")
+        heads = {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("lm.")}
+        torch.save(heads, directory / "heads.pt")
+        return weights_hash(self)
+
+    def load(self, directory: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = directory / "adapter" / "adapter_model.safetensors"
+        if not adapter.is_file() or not (directory / "heads.pt").is_file():
+            raise UserError(f"No trained LE in {directory}", "run `learec env train` first")
+        set_peft_model_state_dict(self.lm, load_file(str(adapter), device=str(self.device)))
+        self.load_state_dict(torch.load(directory / "heads.pt", map_location=self.device), strict=False)
+
+
+def weights_hash(model: LEModel) -> str:
+    """A content hash of the trainable weights (adapters + heads): keys the labelling cache."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad or "lora" in n
+                               or not n.startswith("lm.")):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(model.item_tokens.cpu().numpy().tobytes())
+    digest.update(json.dumps(model.cfg.model_dump(mode="json"), sort_keys=True).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,97 @@
+"""LE quality on held-out validation users: the state model as a recommender, the reward model's accuracy.
+
+- ``state_ndcg@10`` / ``state_hr@10``: full ranking of all items by ``cos(LE state, item key)`` at every
+  validation prediction point, beside popularity (``pop_*``) on the same points;
+- ``reward_pairwise_acc``: how often the logged next item gets a higher reward than a random item the
+  user never interacted with (0.5 = chance), with both reward distributions (plotted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learec.data.preprocess import Sequences
+from learec.data.splits import EvalSet
+from learec.env.batches import pack_rows, segment_rows, unseen_items, user_items
+from learec.env.model import LEModel, plan_segments
+from learec.evaluate.metrics import hit_and_ndcg, target_ranks
+
+
+@torch.no_grad()
+def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.ndarray, n_users: int,
+               window: int, batch_rows: int = 4, seed: int = 0, ks: tuple[int, ...] = (10,),
+               progress: Callable[..., Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users."""
+    rng = np.random.default_rng([seed, 29])
+    users_all = np.unique(np.asarray(val.user))
+    users = np.sort(rng.choice(users_all, size=min(n_users, len(users_all)), replace=False))
+    vuser, vpos = np.asarray(val.user), np.asarray(val.position)
+    jobs = []
+    for u in users:
+        pos = np.sort(vpos[vuser == u])
+        jobs += [(seg, pos[(pos >= seg.first) & (pos < seg.end)]) for seg in plan_segments(int(u), pos, window)]
+    keys = model.item_keys()
+    pop = torch.as_tensor(np.asarray(item_counts), dtype=torch.float32, device=model.device)
+    state_ranks, pop_ranks, r_pos, r_neg = [], [], [], []
+    starts = range(0, len(jobs), batch_rows)
+    for start in progress(starts, desc="LE report") if progress else starts:
+        chunk = jobs[start:start + batch_rows]
+        segments = [seg for seg, _ in chunk]
+        rows = segment_rows(seqs, segments)
+        hists = [pos - seg.start for seg, pos in chunk]
+        negs = [unseen_items(rng, user_items(seqs, seg.user), len(h), seqs.n_items) for seg, h in zip(segments, hists)]
+        batch = pack_rows(rows, list(zip(negs, hists)), pad=seqs.n_items)
+        out = model(*batch.to_tensors(model.device))
+        state_hidden, item_hidden = model.state_hidden(out), model.item_hidden(out)
+        for b, (seg, pos) in enumerate(chunk):
+            h = torch.as_tensor(hists[b], device=model.device)
+            targets = torch.as_tensor(user_items(seqs, seg.user)[pos], device=model.device)
+            scores = model.similarity(model.states(state_hidden[b, h]), keys)
+            state_ranks.append(target_ranks(scores, targets).cpu().numpy())
+            pop_ranks.append(target_ranks(pop[None].expand(len(targets), -1), targets).cpu().numpy())
+            r_pos.append(model.rewards(item_hidden[b, h]).cpu().numpy())
+            r_neg.append(model.rewards(out.cand_hidden[b, : len(pos)]).cpu().numpy())
+    s_ranks, p_ranks = np.concatenate(state_ranks), np.concatenate(pop_ranks)
+    pos_r, neg_r = np.concatenate(r_pos), np.concatenate(r_neg)
+    metrics: dict[str, Any] = {"val_users": int(len(users)), "points": int(len(s_ranks))}
+    for k in ks:
+        for name, ranks in (("state", s_ranks), ("pop", p_ranks)):
+            hit, ndcg = hit_and_ndcg(ranks, k)
+            metrics[f"{name}_hr@{k}"] = float(hit.mean())
+            metrics[f"{name}_ndcg@{k}"] = float(ndcg.mean())
+    metrics["reward_pairwise_acc"] = float((pos_r > neg_r).mean())
+    metrics["reward_positive"] = {"mean": float(pos_r.mean()), "std": float(pos_r.std())}
+    metrics["reward_negative"] = {"mean": float(neg_r.mean()), "std": float(neg_r.std())}
+    return metrics, {"reward_positive": pos_r, "reward_negative": neg_r}
+
+
+def plot_quality(metrics: dict[str, Any], rewards: dict[str, np.ndarray], path: Path) -> None:
+    """Two panels: NDCG@10 of the LE state vs popularity; reward distributions of positives and negatives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ["popularity", "LE state"]
+    values = [metrics["pop_ndcg@10"], metrics["state_ndcg@10"]]
+    left.bar(names, values, color=["#999999", "#1f77b4"])
+    for x, v in enumerate(values):
+        left.text(x, v, f"{v:.4f}", ha="center", va="bottom")
+    left.set_ylabel("NDCG@10 (validation users, full ranking)")
+    left.set_title(f"{metrics['points']} prediction points, {metrics['val_users']} users")
+    bins = np.histogram_bin_edges(np.concatenate([rewards["reward_positive"], rewards["reward_negative"]]), 40)
+    right.hist(rewards["reward_negative"], bins=bins, alpha=0.6, label="random unseen item")
+    right.hist(rewards["reward_positive"], bins=bins, alpha=0.6, label="logged next item")
+    right.set_xlabel("LE reward")
+    right.set_title(f"pairwise accuracy {metrics['reward_pairwise_acc']:.3f}")
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""An LE run directory and its stages: item tokens -> LE training -> labelling -> quality report.
+
+Layout::
+
+    config.yaml          the resolved config (data + le sections are what matter here)
+    le.log               the log
+    item_tokens.pt       learned item embeddings + their report (NLL before/after), keyed by their inputs
+    le/                  adapter/ (peft), heads.pt, train_state.pt (resume point), done.json
+    label/               the labelling cache (see learec.env.label)
+    le_report.json/.png  LE quality on validation users
+
+Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
+otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from learec.config import Config, config_differences, load_config
+from learec.data.prepared import PreparedData, prepare
+from learec.env.item_tokens import train_item_tokens
+from learec.env.label import LabelCache, label_transitions
+from learec.env.model import LEModel, load_le_lm, weights_hash
+from learec.env.report import le_quality, plot_quality
+from learec.env.train import subset_users, train_le_model, training_lengths
+from learec.errors import UserError
+from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
+
+log = logging.getLogger("learec")
+
+
+def _progress(cfg: Config):
+    if not cfg.le.progress:
+        return None
+    return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "le.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("learec").addHandler(handler)
+    logging.getLogger("learec").setLevel(logging.INFO)
+    return handler
+
+
+def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> Config:
+    """The run's config: ``cfg`` for a new run dir; the saved one (which ``cfg`` must equal) otherwise.
+
+    With ``replace`` (the pipeline, whose file is the record), a different ``cfg`` replaces the saved
+    one; every stage then checks its own key and redoes what the change made stale.
+    """
+    saved_path = run_dir / "config.yaml"
+    if saved_path.is_file():
+        saved = load_config(saved_path)
+        if cfg is not None and cfg.to_dict() != saved.to_dict() and replace:
+            log.info("LE config of %s changed: %s", run_dir, ", ".join(config_differences(cfg.to_dict(), saved.to_dict())))
+            cfg.save(saved_path)
+            return cfg
+        if cfg is not None and cfg.to_dict() != saved.to_dict():
+            raise UserError(f"The config given differs from the one {run_dir} was started with: "
+                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
+                            "drop --config/--set to continue it, or use another --run-dir")
+        return saved
+    if cfg is None:
+        raise UserError(f"{run_dir} is not an LE run directory (no config.yaml)",
+                        "start one with `learec env train --config FILE --run-dir DIR`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(saved_path)
+    return cfg
+
+
+def _item_tokens_key(cfg: Config, data: PreparedData) -> str:
+    return stable_hash({"lm": cfg.le.lm, "dtype": cfg.le.dtype, "item_tokens": cfg.le.item_tokens.model_dump(),
+                        "data": data.manifest["key"], "seed": cfg.le.seed})
+
+
+def _le_key(cfg: Config, data: PreparedData) -> str:
+    return stable_hash({"item_tokens": _item_tokens_key(cfg, data), "model": cfg.le.model.model_dump(),
+                        "train": cfg.le.train.model_dump(), "seed": cfg.le.seed})
+
+
+class LERun:
+    """The stages of one LE run directory; each loads what it needs lazily, once."""
+
+    def __init__(self, run_dir: Path, cfg: Config | None = None, replace_config: bool = False):
+        self.run_dir = Path(run_dir)
+        self.cfg = resolve_config(cfg, self.run_dir, replace_config)
+        if self.cfg.le.threads:
+            torch.set_num_threads(self.cfg.le.threads)
+        self._data: PreparedData | None = None
+        self._lm: tuple[Any, Any] | None = None
+        self._model: LEModel | None = None
+
+    @property
+    def data(self) -> PreparedData:
+        if self._data is None:
+            self._data = prepare(self.cfg.data, log=log.info)
+        return self._data
+
+    def lm(self) -> tuple[Any, Any]:
+        if self._lm is None:
+            self._lm = load_le_lm(self.cfg.le)
+        return self._lm
+
+    # --- stage 1: item tokens ----------------------------------------------------------------------
+    def item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        path = self.run_dir / "item_tokens.pt"
+        key = _item_tokens_key(self.cfg, self.data)
+        if path.is_file():
+            saved = torch.load(path, weights_only=False)
+            if saved.get("key") == key:
+                return saved["embeddings"], saved["report"]
+            log.warning("item tokens in %s were made from other inputs: retraining", path)
+        lm, tokenizer = self.lm()
+        torch.manual_seed(self.cfg.le.seed)
+        log.info("training item tokens for %d items", self.data.n_items)
+        emb, report = train_item_tokens(lm, tokenizer, self.data.sequences.item_text, self.cfg.le.item_tokens,
+                                        seed=self.cfg.le.seed, progress=_progress(self.cfg))
+        log.info("item tokens: description NLL/token %.3f -> %.3f", report["nll_per_token_before"],
+                 report["nll_per_token_after"])
+        atomic_torch_save(path, {"key": key, "embeddings": emb, "report": report})
+        return emb, report
+
+    # --- stage 2: the LE state and reward models ---------------------------------------------------
+    def model(self, train: bool = True) -> LEModel:
+        """The trained LE model (training it first when ``train`` and it is not done)."""
+        if self._model is None:
+            self._model = self._build_model(train)
+        return self._model
+
+    def _build_model(self, train: bool) -> LEModel:
+        emb, _ = self.item_tokens() if train else self._saved_item_tokens()
+        lm, tokenizer = self.lm()
+        torch.manual_seed(self.cfg.le.seed)  # LoRA and head initialisation
+        model = LEModel(lm, tokenizer, emb, self.cfg.le.model)
+        le_dir = self.run_dir / "le"
+        done = le_dir / "done.json"
+        key = _le_key(self.cfg, self.data)
+        if done.is_file() and json.loads(done.read_text()).get("key") == key:
+            model.load(le_dir)
+            model.eval()
+            return model
+        if not train:
+            raise UserError(f"The LE in {self.run_dir} is not trained (or was trained from other inputs)",
+                            f"run `learec env train --run-dir {self.run_dir}` first")
+        if done.is_file():  # trained from other inputs: start over
+            log.warning("the LE in %s was trained from other inputs: retraining", le_dir)
+            done.unlink()
+            (le_dir / "train_state.pt").unlink(missing_ok=True)
+        users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
+        log.info("training the LE on %d users (%.0f%% of training users)", len(users),
+                 100 * self.cfg.le.train.user_fraction)
+        lengths = training_lengths(self.data.train.user, self.data.train.position)  # no val/test items (loo)
+        history = train_le_model(model, self.data.sequences, users, self.cfg.le.train, self.cfg.le.model.window,
+                                 le_dir, self.cfg.le.seed, progress=_progress(self.cfg), key=key, lengths=lengths)
+        weights = model.save(le_dir)
+        atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
+        return model
+
+    def _saved_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        path = self.run_dir / "item_tokens.pt"
+        if not path.is_file():
+            raise UserError(f"{self.run_dir} has no item tokens", f"run `learec env train --run-dir {self.run_dir}`")
+        saved = torch.load(path, weights_only=False)
+        return saved["embeddings"], saved["report"]
+
+    # --- stage 3: labelling -------------------------------------------------------------------------
+    def label_fingerprint(self, model: LEModel) -> dict[str, Any]:
+        label = self.cfg.le.label.model_dump()
+        label["negatives"] = self.negatives
+        return {"lm": self.cfg.le.lm or "default", "le_weights": weights_hash(model), "data": self.data.manifest["key"],
+                "label": label, "window": self.cfg.le.model.window, "transitions": len(self.data.train)}
+
+    @property
+    def negatives(self) -> int:
+        return self.cfg.le.label.negatives or self.cfg.rl.negatives
+
+    def label(self, stop_after_shards: int | None = None) -> LabelCache | None:
+        model = self.model(train=False)
+        return label_transitions(model, self.data.sequences, self.data.train, self.cfg.le.label, self.negatives,
+                                 self.cfg.le.model.window, self.run_dir / "label", self.label_fingerprint(model),
+                                 progress=_progress(self.cfg), stop_after_shards=stop_after_shards)
+
+    # --- the quality report --------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        model = self.model(train=False)
+        metrics, rewards = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
+                                      self.cfg.le.report.val_users, self.cfg.le.model.window,
+                                      self.cfg.le.label.batch_rows, self.cfg.le.seed, progress=_progress(self.cfg))
+        _, tokens = self._saved_item_tokens()
+        done = json.loads((self.run_dir / "le" / "done.json").read_text())
+        report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
+                  "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)"}
+        atomic_write_json(self.run_dir / "le_report.json", report)
+        plot_quality(metrics, rewards, self.run_dir / "le_report.png")
+        return report
+
+
+def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
+    """Item tokens + LE training (each skipped when already done from the same inputs)."""
+    run = LERun(run_dir, cfg)
+    handler = _attach_log(run.run_dir)
+    try:
+        run.model(train=True)
+        return json.loads((run.run_dir / "le" / "done.json").read_text())
+    finally:
+        logging.getLogger("learec").removeHandler(handler)
+        handler.close()
+
+
+def env_label(run_dir: Path) -> LabelCache:
+    run = LERun(run_dir)
+    handler = _attach_log(run.run_dir)
+    try:
+        cache = run.label()
+        assert cache is not None
+        return cache
+    finally:
+        logging.getLogger("learec").removeHandler(handler)
+        handler.close()
+
+
+def env_report(run_dir: Path) -> dict[str, Any]:
+    run = LERun(run_dir)
+    handler = _attach_log(run.run_dir)
+    try:
+        return run.report()
+    finally:
+        logging.getLogger("learec").removeHandler(handler)
+        handler.close()

@@ -1,0 +1,141 @@
+"""Training the LE state and reward models (LoRA + heads) on a small subset of training users.
+
+Each epoch takes one random window of ``le.model.window`` items from every user of the subset. In one
+packed pass per batch of windows:
+
+- state loss: sampled softmax over ``cos(state after h items, item key) / temperature`` with the next
+  item ``x_h`` as positive and ``K`` uniform negatives (never the positive);
+- reward loss: Bradley–Terry ``-log σ(r(x_h) - r(a⁻))`` at ``reward_positions`` random positions, where
+  ``a⁻`` is an item the user never interacted with, appended as a candidate that sees the same ``h`` items.
+
+An epoch-end checkpoint (adapters, heads, optimiser) lets a killed run resume; batches come from a
+per-epoch numpy RNG, so a resumed run replays the same epochs (the LE has no dropout by default; with
+``lora_dropout > 0`` a resumed run is not bit-identical).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from learec.config import LETrainConfig
+from learec.data.preprocess import Sequences
+from learec.env.batches import pack_rows, uniform_negatives, unseen_items, user_items
+from learec.env.model import LEModel
+from learec.utils import atomic_torch_save
+
+log = logging.getLogger("learec")
+
+
+def subset_users(train_users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random ``fraction`` of the training users (at least one), sorted."""
+    users = np.unique(train_users)
+    n = max(1, int(round(fraction * len(users))))
+    return np.sort(np.random.default_rng([seed, 17]).choice(users, size=n, replace=False))
+
+
+def _window(rng: np.random.Generator, items: np.ndarray, width: int) -> np.ndarray:
+    if len(items) <= width:
+        return items
+    start = int(rng.integers(0, len(items) - width + 1))
+    return items[start:start + width]
+
+
+def le_losses(model: LEModel, rows: list[np.ndarray], seen: list[np.ndarray], cfg: LETrainConfig,
+              rng: np.random.Generator, n_items: int) -> dict[str, torch.Tensor]:
+    """State and reward losses of one batch of item windows (``seen``: each user's items, for negatives)."""
+    candidates, reward_pos = [], []
+    for row, user_seen in zip(rows, seen):
+        pos = np.sort(rng.choice(len(row), size=min(cfg.reward_positions, len(row)), replace=False))
+        candidates.append((unseen_items(rng, user_seen, len(pos), n_items), pos))
+        reward_pos.append(pos)
+    batch = pack_rows(rows, candidates, pad=n_items)
+    items, lengths, cand_items, cand_hist = batch.to_tensors(model.device)
+    out = model(items, lengths, cand_items, cand_hist)
+
+    # state after h items predicts x_h, for h = 0 .. len-1
+    valid = out.seq_mask[:, model.n_prompt:]  # [B, T]: real item positions
+    states = model.states(model.state_hidden(out)[:, :-1])  # [B, T, d]
+    positives = items.clamp(max=n_items - 1)
+    negs = uniform_negatives(rng, positives.cpu().numpy().reshape(-1), cfg.state_negatives, n_items)
+    negs = torch.as_tensor(negs, device=model.device).view(*positives.shape, -1)
+    keys = model.item_keys()
+    cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
+    logits = model.similarity(states, keys[cand]) / cfg.temperature
+    state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long, device=model.device))
+
+    rewards_items = model.rewards(model.item_hidden(out))  # [B, T]
+    rewards_cand = model.rewards(out.cand_hidden)  # [B, C]
+    r_pos = torch.gather(rewards_items, 1, cand_hist.clamp(min=0))[out.cand_mask]
+    r_neg = rewards_cand[out.cand_mask]
+    reward_loss = -F.logsigmoid(r_pos - r_neg).mean()
+    loss = cfg.state_weight * state_loss + cfg.reward_weight * reward_loss
+    return {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
+            "reward_acc": (r_pos > r_neg).float().mean().detach()}
+
+
+def training_lengths(train_user: np.ndarray, train_position: np.ndarray) -> dict[int, int]:
+    """Per training user, how many leading items of the sequence are training data (the rest is val/test
+    under ``loo``): the LE must never see them."""
+    user = np.asarray(train_user, dtype=np.int64)
+    if len(user) == 0:
+        return {}
+    ends = np.zeros(int(user.max()) + 1, dtype=np.int64)
+    np.maximum.at(ends, user, np.asarray(train_position, dtype=np.int64) + 1)
+    return {int(u): int(ends[u]) for u in np.unique(user)}
+
+
+def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETrainConfig, window: int,
+                   out_dir: Path, seed: int, progress: Callable[..., Any] | None = None,
+                   key: str | None = None, lengths: dict[int, int] | None = None) -> list[dict[str, float]]:
+    """Train ``model`` on ``users``' sequences, cut to ``lengths[user]`` items when given (the training
+    part, see :func:`training_lengths`); resumes from ``out_dir/train_state.pt`` when that was saved under
+    the same ``key`` (the inputs' hash; another key starts over). Returns per-epoch logs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "train_state.pt"
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    saved = torch.load(state_path, map_location=model.device, weights_only=False) if state_path.is_file() else None
+    if saved is not None and saved.get("key") != key:
+        log.info("LE training state in %s is from other inputs: starting over", out_dir)
+        saved = None
+    if saved is not None:
+        model.load_state_dict(saved["model"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        history, start_epoch = saved["history"], saved["epoch"]
+        log.info("LE training resumes after epoch %d", start_epoch)
+    sequences = {int(u): user_items(seqs, int(u))[: (lengths or {}).get(int(u))] for u in users}
+    n_items = seqs.n_items
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([seed, epoch])  # per-epoch RNG: resuming replays the same epochs
+        order = rng.permutation(users)
+        batches = range(0, len(order), cfg.batch_users)
+        bar = progress(batches, desc=f"LE epoch {epoch + 1}/{cfg.epochs}") if progress else batches
+        sums: dict[str, float] = {}
+        for start in bar:
+            chosen = order[start:start + cfg.batch_users]
+            rows = [_window(rng, sequences[int(u)], window) for u in chosen]
+            losses = le_losses(model, rows, [sequences[int(u)] for u in chosen], cfg, rng, n_items)
+            optimizer.zero_grad()
+            losses["loss"].backward()
+            optimizer.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item() * len(chosen)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+        record = {"epoch": epoch + 1, **{k: v / len(order) for k, v in sums.items()}}
+        history.append(record)
+        log.info("LE epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
+        trainable = {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+        atomic_torch_save(state_path, {"model": trainable, "optimizer": optimizer.state_dict(),
+                                       "history": history, "epoch": epoch + 1, "key": key})
+    model.eval()
+    return history

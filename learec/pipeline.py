@@ -1,0 +1,94 @@
+"""The LEA pipeline from one file: item tokens -> LE training -> labelling -> LE report -> grid -> report.
+
+Pipeline file = a grid file (see :mod:`learec.grid`, usually with ``variants``) plus::
+
+    le: le_ml100k.yaml            # the LE config (data + le sections), relative to this file
+    le_set: [le.train.epochs=2]   # optional overrides of it
+    le_run: runs/lea-ml100k/le    # the LE run directory (default: <out>/le)
+    report: runs/lea-ml100k/report  # where the report goes (default: <out>/report)
+
+Every stage is skipped when its output is valid for its inputs and redone otherwise: the LE stages by
+their keys (learec.env.run), the grid runs by their configs, which name the labelling cache's key, so
+runs trained on an older cache are moved aside and run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from learec.config import load_config, read_yaml
+from learec.errors import UserError
+from learec.grid import load_grid, run_grid
+
+log = logging.getLogger("learec")
+
+PIPELINE_KEYS = ("le", "le_set", "le_run", "report")
+
+
+def _paths(path: Path, spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    le_run = Path(spec.get("le_run") or out / "le").resolve()  # runs read it from their own processes
+    report = Path(spec.get("report") or out / "report")
+    return le_run, report
+
+
+def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
+    """Run (or finish) the pipeline of ``path``; returns the report directory."""
+    from learec.env.run import LERun
+    from learec.report import build_report
+
+    path = Path(path)
+    spec = read_yaml(path)
+    if "le" not in spec:
+        raise UserError(f"Pipeline file {path} needs 'le': the LE config file (data + le sections)")
+    le_cfg = load_config(path.parent / spec["le"], spec.get("le_set") or [])
+    probe = load_grid(path, extra_set=["lea.cache=."], extra_keys=PIPELINE_KEYS)
+    le_run_dir, report_dir = _paths(path, spec, probe.out)
+    mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
+    if mismatched:
+        raise UserError(f"The grid's data section differs from the LE config's in {len(mismatched)} cell(s) "
+                        f"(e.g. {mismatched[0]}): the labels would not line up with the transitions",
+                        "give the LE config and the grid the same data settings")
+
+    print(f"[1/4] LE: item tokens and LE training -> {le_run_dir}")
+    le = LERun(le_run_dir, le_cfg, replace_config=True)
+    le.model(train=True)
+    print("[2/4] LE: labelling every training transition, and the LE quality report")
+    cache = le.label()
+    assert cache is not None
+    report_json = le_run_dir / "le_report.json"
+    if not _report_is_current(report_json, cache.key):
+        le.report()
+        _stamp_report(report_json, cache.key)
+
+    print(f"[3/4] RL grid -> {probe.out}")
+    grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
+                     extra_keys=PIPELINE_KEYS)
+    run_grid(path, workers=workers, threads=threads, grid=grid, redo_stale=True)
+
+    print(f"[4/4] report -> {report_dir}")
+    build_report([grid.out], report_dir, le_run=le_run_dir)
+    print(f"report: {report_dir / 'report.md'} and {report_dir / 'report.html'}")
+    return report_dir
+
+
+def _report_is_current(path: Path, key: str) -> bool:
+    import json
+
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("label_cache_key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _stamp_report(path: Path, key: str) -> None:
+    import json
+
+    from learec.utils import atomic_write_json
+
+    report = json.loads(path.read_text())
+    report["label_cache_key"] = key
+    atomic_write_json(path, report)

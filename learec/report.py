@@ -1,0 +1,226 @@
+"""Reports of grids (and of the LE behind them): Markdown + HTML with tables and PNG plots.
+
+``learec report GRID_DIRS... --out DIR [--le-run LE_DIR]`` reads each grid's ``results.md`` (mean ± std
+over seeds, paired tests against the baseline and against the same method without the LE) and
+``cells.json`` (which folder is which cell), and draws:
+
+- ``val_curves.png``: validation NDCG@10 over training, per variant (mean over seeds);
+- ``test_bars.png``: test NDCG@10 and HR@10 per cell group, mean ± std over seeds;
+- ``sensitivity_<grid>_<axis>.png``: test NDCG@10 against each numeric axis (e.g. ``lea.augment_k``);
+- ``le_rewards.png``: the LE reward distributions of logged actions, negatives and augmented actions.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learec.errors import UserError
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
+    cells_path = grid_dir / "cells.json"
+    if not cells_path.is_file() or not (grid_dir / "results.md").is_file():
+        raise UserError(f"{grid_dir} is not a grid output directory (no cells.json/results.md)",
+                        "give directories written by `learec grid` or `learec pipeline`")
+    spec = json.loads(cells_path.read_text())
+    runs = []
+    for cell in spec["cells"]:
+        run_dir = grid_dir / cell["name"]
+        metrics = run_dir / "metrics.json"
+        history = run_dir / "history.json"
+        runs.append({"values": cell["values"],
+                     "test": json.loads(metrics.read_text())["test"] if metrics.is_file() else None,
+                     "history": json.loads(history.read_text()) if history.is_file() else []})
+    return {"dir": grid_dir, "axes": spec["axes"], "runs": runs, "table": (grid_dir / "results.md").read_text()}
+
+
+def _group_key(values: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{values[k]}" for k in keys)
+
+
+def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> bool:
+    keys = [k for k in grid["axes"] if k != "seed"]
+    curves: dict[str, dict[int, list[float]]] = {}
+    for run in grid["runs"]:
+        for point in run["history"]:
+            if f"val/{metric}" in point:
+                curves.setdefault(_group_key(run["values"], keys), {}).setdefault(point["epoch"], []).append(
+                    point[f"val/{metric}"])
+    if not curves:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, by_epoch in sorted(curves.items()):
+        epochs = sorted(by_epoch)
+        ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric} (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_bars(grid: dict[str, Any], path: Path, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> bool:
+    keys = [k for k in grid["axes"] if k != "seed"]
+    groups: dict[str, list[dict[str, float]]] = {}
+    for run in grid["runs"]:
+        if run["test"]:
+            groups.setdefault(_group_key(run["values"], keys), []).append(run["test"])
+    if not groups:
+        return False
+    plt = _plt()
+    names = list(groups)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.35 * len(names) + 1.5))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        means = [np.mean([t[metric] for t in groups[n]]) for n in names]
+        stds = [np.std([t[metric] for t in groups[n]], ddof=1) if len(groups[n]) > 1 else 0 for n in names]
+        ax.barh(range(len(names)), means, xerr=stds, color="#1f77b4", alpha=0.8)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"test {metric} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_sensitivity(grid: dict[str, Any], out: Path, index: int, metric: str = "ndcg@10") -> list[Path]:
+    paths = []
+    for axis, values in grid["axes"].items():
+        if axis == "seed" or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        others = [k for k in grid["axes"] if k not in (axis, "seed")]
+        lines: dict[str, dict[float, list[float]]] = {}
+        for run in grid["runs"]:
+            if run["test"]:
+                lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(
+                    run["values"][axis], []).append(run["test"][metric])
+        if not lines:
+            continue
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, points in sorted(lines.items()):
+            xs = sorted(points)
+            ax.errorbar(xs, [np.mean(points[x]) for x in xs],
+                        yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
+                        capsize=3, label=name)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"test {metric}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"sensitivity_{index}_{axis.replace('.', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _plot_le_rewards(le_run: Path, path: Path, sample: int = 200_000) -> bool:
+    from learec.env.label import load_label_cache
+
+    cache = load_label_cache(le_run / "label")
+    rng = np.random.default_rng(0)
+    n = len(cache)
+    rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    series = {"logged action": np.asarray(cache["reward"][rows]).ravel(),
+              "uniform negatives": np.asarray(cache["neg_rewards"][rows]).ravel()}
+    if cache["aug_rewards"].shape[1]:
+        series["augmented actions"] = np.asarray(cache["aug_rewards"][rows]).ravel()
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.histogram_bin_edges(np.concatenate(list(series.values())), 60)
+    for name, values in series.items():
+        ax.hist(values, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {values.mean():.2f})")
+    ax.set_xlabel("LE reward (training transitions)")
+    ax.set_ylabel("density")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _markdown_to_html(markdown: str) -> str:
+    """Just enough Markdown for these reports: headings, tables, images, paragraphs."""
+    out, table = [], []
+
+    def flush_table() -> None:
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-", ":"}]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("![") and "](" in line:
+            alt, src = line[2:].split("](", 1)
+            out.append(f'<p><img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}"></p>')
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(out)}</body></html>"
+
+
+def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -> Path:
+    """Write ``out/report.md``, ``out/report.html`` and the plots; returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["# learec report", ""]
+    if le_run is not None:
+        le_report = Path(le_run) / "le_report.json"
+        if le_report.is_file():
+            r = json.loads(le_report.read_text())
+            md += ["## LLM environment (validation users)", "",
+                   "| state NDCG@10 | popularity NDCG@10 | state HR@10 | popularity HR@10 | reward pairwise acc. | "
+                   "item-token NLL/token before → after |", "|---|---|---|---|---|---|",
+                   f"| {r['state_ndcg@10']:.4f} | {r['pop_ndcg@10']:.4f} | {r['state_hr@10']:.4f} | "
+                   f"{r['pop_hr@10']:.4f} | {r['reward_pairwise_acc']:.3f} | "
+                   f"{r['item_tokens']['nll_per_token_before']:.3f} → {r['item_tokens']['nll_per_token_after']:.3f} |", ""]
+            if (Path(le_run) / "le_report.png").is_file():
+                shutil.copy(Path(le_run) / "le_report.png", out / "le_quality.png")
+                md += ["![LE quality](le_quality.png)", ""]
+        if (Path(le_run) / "label" / "manifest.json").is_file() and _plot_le_rewards(Path(le_run), out / "le_rewards.png"):
+            md += ["![LE rewards](le_rewards.png)", ""]
+    for i, grid_dir in enumerate(grid_dirs):
+        grid = _load_grid_dir(Path(grid_dir))
+        md += [f"## {Path(grid_dir).name}", "",
+               "Test metrics, mean ± std over seeds; Δ and p: paired t-test over test events (seeds averaged), "
+               "`*` marks p < 0.05.", "", grid["table"].strip(), ""]
+        if _plot_curves(grid, out / f"val_curves_{i}.png"):
+            md += [f"![validation curves](val_curves_{i}.png)", ""]
+        if _plot_bars(grid, out / f"test_bars_{i}.png"):
+            md += [f"![test metrics](test_bars_{i}.png)", ""]
+        for path in _plot_sensitivity(grid, out, i):
+            md += [f"![sensitivity]({path.name})", ""]
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(_markdown_to_html(text))
+    return out

@@ -1,0 +1,108 @@
+"""What the RL trainers read from the LE labelling cache (+SM, +RM, +LEA), batch by batch.
+
+The cache rows line up with the training transitions (same prepared data, checked by its key). Arrays
+stay memory-mapped; each batch gathers its rows. LE rewards are standardised with the mean and standard
+deviation of the logged-action rewards, so ``z = 0`` means "as rewarding as an average logged action",
+and the RL reward becomes ``base + reward_scale * z``. Constant LE rewards therefore give ``z = 0`` and
+reproduce the base trainer exactly (with the same negatives).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learec.config import LEAConfig
+from learec.data.prepared import PreparedData
+from learec.env.label import load_label_cache
+from learec.errors import UserError
+from learec.rl.base import Batch
+from learec.rl.rewards import RewardSource
+
+
+class LEInputs:
+    """Per-batch LE tensors for the transitions of ``data``: ``le_state``, ``le_next_state``,
+    ``le_reward_z``, ``le_neg_items``, ``le_neg_reward_z``, ``le_aug_items``, ``le_aug_reward_z``
+    (only those the config uses)."""
+
+    def __init__(self, cfg: LEAConfig, data: PreparedData, negatives: int | None = None) -> None:
+        path = Path(cfg.cache or "") / "label"
+        cache = load_label_cache(path)
+        made_from = cache.manifest["fingerprint"].get("data")
+        if made_from != data.manifest["key"] or len(cache) != len(data.train):
+            raise UserError(f"The LE cache {path} was labelled for other data ({made_from}, {len(cache)} transitions) "
+                            f"than this run's ({data.manifest['key']}, {len(data.train)} transitions)",
+                            "use the same data section in the LE config and the RL config, then relabel")
+        if cfg.cache_key and cache.key != cfg.cache_key:
+            raise UserError(f"The LE cache {path} has changed since this run was configured (key {cache.key}, "
+                            f"expected {cfg.cache_key})", "rerun the pipeline: it redoes runs made with an old cache")
+        self.cfg = cfg
+        self.cache = cache
+        if cfg.use_cached_negatives and negatives is not None and cache["neg_items"].shape[1] != negatives:
+            raise UserError(f"The LE cache {path} has {cache['neg_items'].shape[1]} negatives per transition, the run "
+                            f"asks for rl.negatives={negatives}", "label with le.label.negatives equal to rl.negatives")
+        if cfg.state and cfg.state_source not in cache.arrays:
+            raise UserError(f"lea.state_source={cfg.state_source} but the LE cache {path} has no such array",
+                            "label with le.label.pca_dim > 0, or use lea.state_source=state")
+        self.state_dim = int(cache[cfg.state_source].shape[1]) if cfg.state else 0
+        rewards = np.asarray(cache["reward"], dtype=np.float64)
+        self.mean = float(rewards.mean())
+        std = float(rewards.std())
+        self.std = std if std > 1e-12 else float("inf")  # constant LE rewards: z = 0 everywhere
+        self.n = len(cache)
+        self.done = np.asarray(data.train.done)
+        k_aug = cache["aug_items"].shape[1]
+        self.k_aug = k_aug if cfg.augment_k is None else min(cfg.augment_k, k_aug)
+        if cfg.augment and self.k_aug == 0:
+            raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions "
+                            "(or lea.augment_k is 0)", "label with le.label.aug_k > 0, or turn lea.augment off")
+
+    def _z(self, values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))
+
+    def add_to_batch(self, batch: Batch, idx: np.ndarray, device: str | torch.device) -> None:
+        cfg, cache = self.cfg, self.cache
+        extra: dict[str, torch.Tensor] = {}
+        if cfg.state:
+            states = cache[cfg.state_source]
+            extra["le_state"] = torch.from_numpy(np.asarray(states[idx], dtype=np.float32))
+            nxt = np.minimum(idx + 1, self.n - 1)  # s' of a transition is the state of the user's next one
+            next_state = np.asarray(states[nxt], dtype=np.float32)
+            next_state[self.done[idx]] = 0.0  # episode over: never bootstrapped, but keep it clean
+            extra["le_next_state"] = torch.from_numpy(next_state)
+        if cfg.reward:
+            extra["le_reward_z"] = self._z(cache["reward"][idx])
+        if cfg.use_cached_negatives:
+            extra["le_neg_items"] = torch.from_numpy(np.asarray(cache["neg_items"][idx], dtype=np.int64))
+            if cfg.reward:
+                extra["le_neg_reward_z"] = self._z(cache["neg_rewards"][idx])
+        if cfg.augment and self.k_aug:
+            aug = np.asarray(cache["aug_items"][idx, : self.k_aug], dtype=np.int64)
+            extra["le_aug_mask"] = torch.from_numpy((aug >= 0).astype(np.float32))  # -1: no action in the slot
+            extra["le_aug_items"] = torch.from_numpy(np.maximum(aug, 0))
+            extra["le_aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
+        for key, value in extra.items():
+            batch[key] = value.to(device)
+
+
+class LERewards:
+    """+RM: ``base + scale * z`` for the logged action and the labelled negatives (``z``: standardised LE reward)."""
+
+    def __init__(self, base: RewardSource, scale: float) -> None:
+        self.base = base
+        self.scale = scale
+
+    def logged(self, batch: Batch) -> torch.Tensor:
+        return self.base.logged(batch) + self.scale * batch["le_reward_z"]
+
+    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        if "le_neg_items" not in batch or not torch.equal(negatives, batch["le_neg_items"]):
+            raise RuntimeError("LE rewards exist only for the labelled negatives (lea.cached_negatives)")
+        return self.base.negatives(batch, negatives) + self.scale * batch["le_neg_reward_z"]
+
+
+def augmented_rewards(base: RewardSource, batch: Batch, scale: float) -> torch.Tensor:
+    """Reward of each augmented action ``[B, k]``: the logged action's base reward plus its LE bonus."""
+    return base.logged(batch)[:, None] + scale * batch["le_aug_reward_z"]

@@ -1,0 +1,275 @@
+"""The LE on a tiny random Llama: item tokens, LE training, the labelling cache (vs. a naive per-prompt
+computation), staleness/corruption/resume of the cache, the quality report and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learec.cli import main
+from learec.config import load_config
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
+from learec.env.batches import uniform_negatives, unseen_items
+from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
+from learec.env.label import cache_problem, load_label_cache
+from learec.env.model import LEModel, plan_segments
+from learec.env.packed import decoder_of
+from learec.env.run import LERun
+from learec.env.train import subset_users, train_le_model
+from learec.errors import UserError
+
+SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
+    return tmp_path / "data"
+
+
+def smoke_config(*overrides: str):
+    return load_config(SMOKE, ["le.progress=false", "le.train.user_fraction=0.25", *overrides])
+
+
+def test_plan_segments_cover_targets_once_within_window() -> None:
+    positions = np.array([0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 30])
+    segments = plan_segments(3, positions, window=8)
+    covered = np.concatenate([positions[(positions >= s.first) & (positions < s.end)] for s in segments])
+    assert sorted(covered.tolist()) == positions.tolist()  # every target exactly once
+    for s in segments:
+        assert s.end - s.start <= 8 and s.start <= s.first < s.end and s.user == 3
+        assert s.first - s.start >= min(4, s.first)  # at least window // 2 items of history, or all of it
+
+
+def test_negative_samplers() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.integers(0, 7, 5000)
+    negs = uniform_negatives(rng, pos, 6, 7)
+    assert (negs != pos[:, None]).all() and negs.min() == 0 and negs.max() == 6
+    seen = np.array([0, 2, 3])
+    assert not np.isin(unseen_items(rng, seen, 1000, 5), seen).any()
+
+
+def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(data_dir: Path) -> None:
+    cfg = smoke_config("le.item_tokens.epochs=8", "le.item_tokens.lr=0.05")
+    run = LERun(data_dir.parent / "run", cfg)
+    lm, tokenizer = run.lm()
+    texts = run.data.sequences.item_text
+    ids = tokenize_descriptions(tokenizer, [f" is {texts[0]}."], 48)[0]
+    init = initial_item_embeddings(lm, [ids])[0]
+    expected = torch.stack([lm.get_input_embeddings().weight[i] for i in ids]).mean(0)
+    torch.testing.assert_close(init, expected.float())
+    emb, report = run.item_tokens()
+    assert emb.shape == (run.data.n_items, lm.config.hidden_size)
+    # a random tiny LM barely listens to one input token; the drop is small but must be there
+    assert report["nll_per_token_after"] < report["nll_per_token_before"] - 0.005, report
+    # the LM itself is untouched: only the item embeddings trained
+    fresh, _ = LERun(data_dir.parent / "run2", cfg).lm()
+    for (name, a), (_, b) in zip(lm.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_le_training_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
+    # distinct random item tokens: the tiny char-level LM gives near-identical textual-inversion starts,
+    # and this test is about the LE losses, not about textual inversion
+    cfg = smoke_config("le.train.lr=0.01", "le.train.batch_users=4")
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    users = subset_users(run.data.train.user, 1.0, 0)
+    train_cfg = cfg.le.train.model_copy(update={"epochs": 12})
+    history = train_le_model(model, run.data.sequences, users, train_cfg, cfg.le.model.window, tmp_path / "le", 0)
+    first, last = history[0], history[-1]
+    assert last["state_loss"] < first["state_loss"] - 0.1, history
+    assert last["reward_loss"] < first["reward_loss"] - 0.02, history
+
+
+def test_le_training_resumes_from_its_last_epoch(data_dir: Path, tmp_path: Path) -> None:
+    cfg = smoke_config()
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+
+    def trained(out: Path, epochs_sequence: list[int]) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        for epochs in epochs_sequence:  # a later call continues from train_state.pt, as after a kill
+            train_le_model(model, run.data.sequences, users, cfg.le.train.model_copy(update={"epochs": epochs}),
+                           cfg.le.model.window, out, seed=0)
+        return {k: v.clone() for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+
+    straight = trained(tmp_path / "a", [3])
+    resumed = trained(tmp_path / "b", [1, 3])
+    assert straight.keys() == resumed.keys() and any("lora" in k for k in straight)
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+@torch.no_grad()
+def _naive_labels(run: LERun, model, user: int, position: int, negatives: np.ndarray,
+                  start: int = 0) -> dict[str, np.ndarray]:
+    """One forward per prompt: [prompt | x_start..x_<p] -> state; [.. | x_p] -> reward; [.. | neg] -> reward."""
+    seq = np.asarray(run.data.sequences.items[run.data.sequences.offsets[user]:run.data.sequences.offsets[user + 1]])
+    decoder = decoder_of(model.lm)
+    prompt = decoder.get_input_embeddings()(model.prompt_ids)
+    tokens = model.item_tokens
+
+    def last_hidden(item_ids: list[int]) -> torch.Tensor:
+        x = torch.cat([prompt, tokens[torch.as_tensor(item_ids, dtype=torch.long)]])[None]
+        return decoder(inputs_embeds=x, position_ids=torch.arange(x.shape[1])[None]).last_hidden_state[0, -1]
+
+    hist = seq[start:position].tolist()
+    state = model.states(last_hidden(hist))
+    reward = model.rewards(last_hidden(hist + [int(seq[position])]))
+    neg_rewards = torch.stack([model.rewards(last_hidden(hist + [int(n)])) for n in negatives])
+    return {"state": state.numpy(), "reward": reward.numpy(), "neg_rewards": neg_rewards.numpy()}
+
+
+@pytest.mark.parametrize("window", [64, 6])
+def test_labels_equal_naive_per_prompt_forwards(data_dir: Path, window: int) -> None:
+    # window 64 > every sequence: each user is one row, the naive prompt holds the whole history; with
+    # window 6 a user spans several rows, each starting part-way through the history (plan_segments)
+    cfg = smoke_config(f"le.model.window={window}", "le.train.epochs=1", "le.label.negatives=3",
+                       "le.label.aug_candidates=5", "le.label.aug_k=3", "le.label.batch_rows=3")
+    run = LERun(data_dir.parent / "run", cfg)
+    run.model()
+    cache = run.label()
+    model = run.model(train=False)
+    train = run.data.train
+    seqs = run.data.sequences
+    rng = np.random.default_rng(0)
+    def row_start(i: int) -> int:
+        user = int(train.user[i])
+        positions = np.asarray(train.position)[np.asarray(train.user) == user]
+        seg = next(s for s in plan_segments(user, positions, window) if s.first <= int(train.position[i]) < s.end)
+        return seg.start
+
+    starts = [row_start(i) for i in range(len(train))]
+    assert (window == 64) == (max(starts) == 0)
+    for i in rng.choice(len(train), size=12, replace=False):
+        user, pos = int(train.user[i]), int(train.position[i])
+        naive = _naive_labels(run, model, user, pos, np.asarray(cache["neg_items"][i]), starts[i])
+        np.testing.assert_allclose(cache["state"][i].astype(np.float32), naive["state"], atol=2e-3, rtol=2e-3)
+        np.testing.assert_allclose(cache["reward"][i], naive["reward"], atol=1e-4)
+        np.testing.assert_allclose(cache["neg_rewards"][i], naive["neg_rewards"], atol=1e-4)
+    # negatives never equal the logged action; augmented actions avoid the history and the logged action,
+    # come sorted by reward, and their rewards are the reward model's
+    assert (np.asarray(cache["neg_items"]) != np.asarray(train.action)[:, None]).all()
+    aug, aug_r = np.asarray(cache["aug_items"]), np.asarray(cache["aug_rewards"])
+    assert aug.shape == (len(train), 3) and (aug >= 0).all() and (np.diff(aug_r, axis=1) <= 0).all()
+    for i in range(len(train)):
+        user, pos = int(train.user[i]), int(train.position[i])
+        history = seqs.items[seqs.offsets[user]:seqs.offsets[user] + pos + 1]  # the full history, not the row's
+        assert not np.isin(aug[i], history).any(), (i, aug[i], history)
+        assert len(set(aug[i].tolist())) == 3
+    for i in rng.choice(len(train), size=3, replace=False):
+        user, pos = int(train.user[i]), int(train.position[i])
+        naive = _naive_labels(run, model, user, pos, aug[i], starts[i])
+        np.testing.assert_allclose(aug_r[i], naive["neg_rewards"], atol=1e-4)
+
+
+def _arrays(cache) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in cache.arrays.items()}
+
+
+def test_label_cache_resumes_detects_stale_and_corrupt(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = smoke_config("le.train.epochs=1", "le.label.users_per_shard=7", "le.label.pca_dim=8")
+    first = LERun(data_dir.parent / "whole", cfg)
+    first.model()
+    whole = _arrays(first.label())
+    assert whole["state_pca"].shape == (len(whole["reward"]), 8)
+
+    # interrupted after one shard of users, then resumed by a fresh process-like object
+    run = LERun(data_dir.parent / "killed", cfg)
+    run.model()
+    assert run.label(stop_after_shards=1) is None
+    assert cache_problem(run.run_dir / "label") == "incomplete"
+    with pytest.raises(UserError, match="incomplete"):
+        load_label_cache(run.run_dir / "label")
+    resumed = LERun(data_dir.parent / "killed").label()
+    for name, arr in whole.items():
+        assert np.array_equal(np.asarray(resumed[name]), arr), name
+
+    # a corrupt array is detected and rebuilt, never used
+    reward = run.run_dir / "label" / "reward.npy"
+    raw = bytearray(reward.read_bytes())
+    raw[-1] ^= 0xFF
+    reward.write_bytes(bytes(raw))
+    assert cache_problem(run.run_dir / "label").startswith("corrupt")
+    rebuilt = LERun(data_dir.parent / "killed").label()
+    assert np.array_equal(np.asarray(rebuilt["reward"]), whole["reward"])
+
+    # other labelling settings make the cache stale: refused when loaded with the new fingerprint, rebuilt
+    stale_run = LERun(data_dir.parent / "killed")
+    fingerprint = stale_run.label_fingerprint(stale_run.model(train=False))
+    fingerprint["label"] = {**fingerprint["label"], "seed": 1}
+    with pytest.raises(UserError, match="stale"):
+        load_label_cache(run.run_dir / "label", fingerprint)
+
+
+def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "le-run"
+    base = ["--config", str(SMOKE), "--set", "le.progress=false", "--run-dir", str(run_dir)]
+    assert main(["env", "train", *base]) == 0
+    assert main(["env", "label", "--run-dir", str(run_dir)]) == 0
+    assert main(["env", "report", "--run-dir", str(run_dir)]) == 0
+    report = json.loads((run_dir / "le_report.json").read_text())
+    for key in ("state_ndcg@10", "pop_ndcg@10", "reward_pairwise_acc"):
+        assert 0.0 <= report[key] <= 1.0
+    assert (run_dir / "le_report.png").stat().st_size > 1000
+    assert "state_ndcg@10" in capsys.readouterr().out
+    # a second train is a no-op (the stage is valid); a different config for the same dir is refused
+    mtime = (run_dir / "le" / "heads.pt").stat().st_mtime_ns
+    assert main(["env", "train", *base]) == 0
+    assert (run_dir / "le" / "heads.pt").stat().st_mtime_ns == mtime
+    assert main(["env", "train", *base, "--set", "le.train.epochs=9"]) == 2
+    assert "differs" in capsys.readouterr().err
+    assert main(["env", "label", "--run-dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_real_default_lm_end_to_end_on_a_handful_of_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetched SmolLM2-135M through item tokens, LE training, labelling and the report (a few users)."""
+    from learec.env.lm import DEFAULT_LLM_DIR, _is_complete
+
+    lm_dir = DEFAULT_LLM_DIR()
+    if not _is_complete(lm_dir):
+        pytest.skip("the default LLM is not fetched (`learec env fetch`, part of `make setup`)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    titles = ["Toy Story", "Heat", "Casino", "Babe", "Fargo", "Alien", "Jaws", "Rocky", "Psycho", "Vertigo"]
+    raw = tmp_path / "movies"
+    raw.mkdir()
+    lines = ["user,item,timestamp"]
+    for user in range(8):
+        for t, item in enumerate(rng.choice(10, size=7, replace=False)):
+            lines.append(f"u{user},{item},{1000 * user + t}")
+    (raw / "interactions.csv").write_text("\n".join(lines) + "\n")
+    (raw / "items.csv").write_text("item,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(titles)))
+    cfg = load_config(None, [f"data.raw={raw}", "data.dataset=tinymovies", "data.protocol=sqn",
+                             "data.split=[0.5, 0.25, 0.25]", "data.text_template='{title}'", "le.progress=false",
+                             "le.item_tokens.epochs=4", "le.item_tokens.batch_size=4", "le.item_tokens.lr=0.003",
+                             "le.item_tokens.eval_items=10", "le.train.user_fraction=0.5",
+                             "le.train.epochs=1", "le.label.negatives=2", "le.label.aug_candidates=3",
+                             "le.label.aug_k=2", "le.report.val_users=4", f"le.lm={lm_dir}"])
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    run = LERun(tmp_path / "run", cfg)
+    run.model()
+    cache = run.label()
+    report = run.report()
+    assert len(cache) == len(run.data.train) > 0
+    for name in ("state", "reward", "neg_rewards", "aug_rewards"):
+        assert np.isfinite(np.asarray(cache[name], dtype=np.float32)).all(), name
+    assert report["item_tokens"]["nll_per_token_after"] < report["item_tokens"]["nll_per_token_before"]
+    assert 0 <= report["reward_pairwise_acc"] <= 1 and report["points"] > 0

@@ -1,0 +1,175 @@
+"""LE inputs in the RL trainers (+SM, +RM, +LEA), on a small synthetic log with hand-made LE caches."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learec.config import load_config
+from learec.data.prepared import prepare
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
+from learec.env.label import write_label_cache
+from learec.errors import UserError
+from learec.rl.networks import HeadScorer
+from learec.serve.export import export_run
+from learec.train.run import evaluate_run, le_inputs_for, objective_for, train_run
+from learec.train.trainer import Trainer
+
+BASE = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.backbone=gru4rec",
+        "model.hidden=16", "train.epochs=1", "train.batch_size=64", "train.progress=false", "train.patience=0",
+        "rl.warmup_steps=5", "seed=3"]
+
+
+@pytest.fixture()
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    torch.set_num_threads(1)
+    generate_synthetic_log(raw_dir("synthetic"), n_users=60, n_items=25, min_len=4, max_len=20)
+    return prepare(load_config(None, BASE).data, log=lambda *_: None)
+
+
+def make_cache(path: Path, data, rewards: str = "random", seed: int = 0, k_neg: int = 10, k_aug: int = 3,
+               dim: int = 8, empty_last_slot: bool = False) -> Path:
+    """A complete LE cache for ``data``'s transitions: constant or random rewards, valid negatives/augments."""
+    rng = np.random.default_rng(seed)
+    n, n_items = len(data.train), data.n_items
+    action = np.asarray(data.train.action)
+    neg = rng.integers(0, n_items - 1, (n, k_neg))
+    neg = neg + (neg >= action[:, None])
+    aug = np.stack([rng.permutation(n_items)[:k_aug] for _ in range(n)])
+
+    def reward(shape):
+        return np.full(shape, 0.7) if rewards == "constant" else rng.normal(size=shape)
+
+    arrays = {"state": rng.normal(size=(n, dim)), "reward": reward(n), "neg_items": neg,
+              "neg_rewards": reward((n, k_neg)), "aug_items": aug, "aug_rewards": -np.sort(-reward((n, k_aug)), 1)}
+    if empty_last_slot:  # as the labeller writes when fewer unseen items than augmented slots exist
+        arrays["aug_items"][:, -1], arrays["aug_rewards"][:, -1] = -1, 0.0
+    write_label_cache(path / "label", arrays, {"data": data.manifest["key"], "test": rewards})
+    return path
+
+
+def trained_weights(data, run_dir: Path, *overrides: str) -> dict[str, torch.Tensor]:
+    cfg = load_config(None, [*BASE, *overrides])
+    train_run(cfg, run_dir)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    return state["objective"]["networks"]
+
+
+@pytest.mark.parametrize("objective", ["snqn", "sa2c"])
+def test_constant_le_rewards_reproduce_the_base_trainer(data, tmp_path: Path, objective: str) -> None:
+    cache = make_cache(tmp_path / "le-const", data, rewards="constant")
+    base = trained_weights(data, tmp_path / "base", f"objective={objective}", f"lea.cache={cache}",
+                           "lea.cached_negatives=true")
+    with_rm = trained_weights(data, tmp_path / "rm", f"objective={objective}", f"lea.cache={cache}", "lea.reward=true")
+    assert base.keys() == with_rm.keys()
+    for key in base:
+        assert torch.equal(base[key], with_rm[key]), key
+    # and the LE rewards do change training once they vary
+    varied = make_cache(tmp_path / "le-rand", data, rewards="random")
+    other = trained_weights(data, tmp_path / "rm2", f"objective={objective}", f"lea.cache={varied}", "lea.reward=true")
+    assert any(not torch.equal(base[k], other[k]) for k in base)
+
+
+def test_sm_model_serves_without_the_le(data, tmp_path: Path) -> None:
+    cache = make_cache(tmp_path / "le", data)
+    cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.state=true", "lea.align_weight=0.5"])
+    metrics = train_run(cfg, tmp_path / "run")
+    assert 0 <= metrics["test"]["ndcg@10"] <= 1
+    # the served model: the CE head over the backbone state, no LE input anywhere
+    le_inputs = le_inputs_for(cfg, data)
+    objective = objective_for(cfg, data, le_inputs.state_dim)
+    scorer = objective.scorer().eval()
+    scorer.load_state_dict(torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True))
+    net = scorer.network
+    assert isinstance(scorer, HeadScorer) and scorer.head == "ce" and net.le_proj is not None
+    rows = np.flatnonzero(np.array(data.test.history[:, 0]) < data.n_items)[:7]  # non-empty histories
+    hist = torch.as_tensor(np.array(data.test.history[rows]), dtype=torch.long)
+    length = torch.as_tensor(np.array(data.test.length[rows]), dtype=torch.long)
+    with torch.no_grad():
+        scores = scorer(hist, length)
+        torch.testing.assert_close(scores, net.ce_head(net.backbone(hist, length)))
+        # the critic does read the LE state
+        le = torch.randn(7, le_inputs.state_dim)
+        assert not torch.allclose(net.q_values(hist, length, le=le), net.q_values(hist, length, le=2 * le))
+    # without the LE cache, the run still evaluates and exports, and the export ranks like the CE head
+    shutil.rmtree(cache)
+    assert evaluate_run(tmp_path / "run")["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
+    exported = export_run(tmp_path / "run", tmp_path / "model")
+    ids = [data.sequences.item_ids[i] for i in hist[0, : int(length[0])].tolist()]
+    served = [str(item["id"]) for item in exported.recommend(ids, k=5).items]
+    expected = torch.topk(scores[0], 5).indices.tolist()  # the CE head's top-5 for the same history
+    assert served == [str(data.sequences.item_ids[i]) for i in expected]
+
+
+def test_augmented_actions_enter_both_losses(data, tmp_path: Path) -> None:
+    cache = make_cache(tmp_path / "le", data)
+    cfg = load_config(None, [*BASE, "objective=sqn", f"lea.cache={cache}", "lea.augment=true", "lea.augment_k=2",
+                             "lea.augment_weight=0.5"])
+    le_inputs = le_inputs_for(cfg, data)
+    objective = objective_for(cfg, data, le_inputs.state_dim)
+    trainer = Trainer(cfg, data, objective, tmp_path / "run", le_inputs)
+    idx = np.arange(32)
+    from learec.train.trainer import make_batch
+
+    batch = make_batch(data.train, idx, "cpu")
+    le_inputs.add_to_batch(batch, idx, "cpu")
+    assert batch["le_aug_items"].shape == (32, 2) and "le_state" not in batch
+    assert torch.equal(batch["le_aug_items"], torch.as_tensor(np.asarray(le_inputs.cache["aug_items"][:32, :2])))
+
+    def loss_with(weight: float, use_q: bool) -> float:
+        objective.augment_weight, objective.augment_q = weight, use_q
+        torch.manual_seed(0)
+        snapshot = {k: v.clone() for k, v in objective.networks.state_dict().items()}
+        loss = objective.train_step(dict(batch))["loss"]
+        objective.networks.load_state_dict(snapshot)
+        return loss
+
+    plain = loss_with(0.0, False)
+    assert loss_with(0.5, False) > plain  # the augmented CE term adds to the loss
+    assert loss_with(0.0, True) != plain  # the augmented TD term changes it
+    assert trainer.le_inputs is le_inputs
+
+
+def test_cache_for_other_data_is_refused(data, tmp_path: Path) -> None:
+    cache = make_cache(tmp_path / "le", data)
+    manifest = cache / "label" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(data.manifest["key"], "someotherdata"))
+    cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true"])
+    with pytest.raises(UserError, match="other data"):
+        le_inputs_for(cfg, data)
+
+
+def test_lea_config_validation() -> None:
+    with pytest.raises(UserError, match="RL objective"):
+        load_config(None, ["objective=ce", "lea.reward=true", "lea.cache=x"])
+    with pytest.raises(UserError, match="lea.cache"):
+        load_config(None, ["objective=snqn", "lea.reward=true"])
+    with pytest.raises(UserError, match="rank by the CE head"):
+        load_config(None, ["objective=snqn", "lea.state=true", "lea.cache=x", "rl.rank_by=q"])
+
+
+def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
+    """A -1 slot contributes nothing: the losses equal those of the same cache read with one slot fewer."""
+    from learec.train.trainer import make_batch
+
+    losses = []
+    for k, empty in ((3, True), (2, False)):
+        cache = make_cache(tmp_path / f"le{k}", data, empty_last_slot=empty)
+        cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.augment=true",
+                                 f"lea.augment_k={k}", "lea.augment_weight=0.5"])
+        le_inputs = le_inputs_for(cfg, data)
+        torch.manual_seed(0)
+        objective = objective_for(cfg, data, 0)
+        idx = np.arange(40)
+        batch = make_batch(data.train, idx, "cpu")
+        le_inputs.add_to_batch(batch, idx, "cpu")
+        torch.manual_seed(1)
+        losses.append(objective.train_step(batch))
+    assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6)
+    assert losses[0]["q_loss"] == pytest.approx(losses[1]["q_loss"], rel=1e-6)

@@ -1,0 +1,102 @@
+"""`learec pipeline` (LE -> labels -> RL grid -> report) and `learec report`: valid stages are skipped,
+invalid ones redone, and only the runs that depend on a changed LE cache are rerun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from learec.cli import main
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=20)
+    for name in ("lea_smoke.yaml", "le_smoke.yaml"):
+        shutil.copy(CONFIGS / name, tmp_path / name)
+    # no progress bars in test logs
+    le = tmp_path / "le_smoke.yaml"
+    le.write_text(le.read_text().replace("  lm: tiny\n", "  lm: tiny\n  progress: false\n"))
+    return tmp_path
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    files = [out / "le" / "le" / "heads.pt", out / "le" / "label" / "manifest.json", out / "le" / "le_report.json",
+             *sorted(out.glob("*-seed*/metrics.json"))]
+    return {str(f.relative_to(out)): f.stat().st_mtime_ns for f in files}
+
+
+def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    pipeline = workdir / "lea_smoke.yaml"
+    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
+    out = workdir / "runs" / "lea-smoke"
+    report = out / "report"
+    assert "report.md" in capsys.readouterr().out
+    text = (report / "report.md").read_text()
+    for variant in ("ce", "snqn", "snqn+sm", "snqn+rm", "snqn+lea", "sa2c", "sa2c+sm+rm+lea"):
+        assert f"| {variant} |" in text
+    assert "(baseline)" in text and "vs same method without LE" in text
+    for png in ("le_quality.png", "le_rewards.png", "val_curves_0.png", "test_bars_0.png"):
+        assert (report / png).stat().st_size > 1000, png
+    assert "<table>" in (report / "report.html").read_text()
+    first = _mtimes(out)
+    assert len([k for k in first if k.endswith("metrics.json")]) == 7
+
+    # a second run redoes nothing
+    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
+    assert _mtimes(out) == first
+
+    # a corrupt labelling cache is rebuilt; the labels come out the same, so no RL run is redone
+    reward = out / "le" / "label" / "reward.npy"
+    raw = bytearray(reward.read_bytes())
+    raw[-1] ^= 0xFF
+    reward.write_bytes(bytes(raw))
+    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
+    after_corrupt = _mtimes(out)
+    assert after_corrupt["le/label/manifest.json"] != first["le/label/manifest.json"]
+    assert {k: v for k, v in after_corrupt.items() if "seed" in k} == {k: v for k, v in first.items() if "seed" in k}
+
+    # another LE (one more epoch): retrained, relabelled, and exactly the runs that read the LE are redone
+    pipeline.write_text(pipeline.read_text().replace("le: le_smoke.yaml", "le: le_smoke.yaml\nle_set: [le.train.epochs=3]"))
+    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
+    changed = {k for k, v in _mtimes(out).items() if first.get(k) != v}
+    assert "le/le/heads.pt" in changed
+    redone = {k.split("/")[0] for k in changed if k.endswith("metrics.json")}
+    assert redone == {"snqn+sm-seed0", "snqn+rm-seed0", "snqn+lea-seed0", "sa2c+sm+rm+lea-seed0"}
+    assert len(list((out / ".stale").iterdir())) == 4  # the old ones are kept aside, not deleted
+
+
+def test_pipeline_refuses_le_and_grid_on_different_data(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    pipeline = workdir / "lea_smoke.yaml"
+    pipeline.write_text(pipeline.read_text().replace("set: [", "set: [data.history=5, "))
+    assert main(["pipeline", "--config", str(pipeline)]) == 2
+    assert "data section differs" in capsys.readouterr().err
+
+
+def test_report_needs_grid_dirs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "not a grid output directory" in capsys.readouterr().err
+
+
+def test_committed_lea_and_le_configs_line_up() -> None:
+    from learec.config import load_config
+    from learec.grid import load_grid
+    from learec.pipeline import PIPELINE_KEYS
+
+    for pipeline, le_file in (("lea_ml100k.yaml", "le_ml100k.yaml"), ("lea_smoke.yaml", "le_smoke.yaml")):
+        grid = load_grid(CONFIGS / pipeline, extra_set=["lea.cache=x"], extra_keys=PIPELINE_KEYS)
+        le_cfg = load_config(CONFIGS / le_file)
+        assert all(cfg.data == le_cfg.data for _, _, cfg in grid.cells), pipeline
+        assert any(cfg.lea.augment for _, _, cfg in grid.cells) and any(cfg.objective == "ce" for _, _, cfg in grid.cells)
