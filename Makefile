@@ -29,6 +29,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_train_eval.py --full-epochs
 	$(PY) benchmarks/bench_objectives.py
+	$(PY) benchmarks/bench_le.py
 
 clean-venv:
 	rm -rf $(VENV)
