@@ -31,6 +31,7 @@ from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
+from learec.train.run import attach_log_file
 from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -40,15 +41,6 @@ def _progress(cfg: Config):
     if not cfg.le.progress:
         return None
     return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _attach_log(run_dir: Path) -> logging.Handler:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "le.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("learec").addHandler(handler)
-    logging.getLogger("learec").setLevel(logging.INFO)
-    return handler
 
 
 def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> Config:
@@ -207,7 +199,7 @@ class LERun:
 def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
     """Item tokens + LE training (each skipped when already done from the same inputs)."""
     run = LERun(run_dir, cfg)
-    handler = _attach_log(run.run_dir)
+    handler = attach_log_file(run.run_dir, "le.log")
     try:
         run.model(train=True)
         return json.loads((run.run_dir / "le" / "done.json").read_text())
@@ -218,7 +210,7 @@ def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
 
 def env_label(run_dir: Path) -> LabelCache:
     run = LERun(run_dir)
-    handler = _attach_log(run.run_dir)
+    handler = attach_log_file(run.run_dir, "le.log")
     try:
         cache = run.label()
         assert cache is not None
@@ -230,7 +222,7 @@ def env_label(run_dir: Path) -> LabelCache:
 
 def env_report(run_dir: Path) -> dict[str, Any]:
     run = LERun(run_dir)
-    handler = _attach_log(run.run_dir)
+    handler = attach_log_file(run.run_dir, "le.log")
     try:
         return run.report()
     finally:

@@ -28,7 +28,7 @@ log = logging.getLogger("learec.serve")
 def load_run(run_dir: Path, checkpoint: str = "best") -> Recommender:
     """The recommender of a run: its config, checkpoint, and prepared data's id map and popularity."""
     from learec.data.prepared import prepare
-    from learec.train.run import le_state_dim_of, objective_for
+    from learec.train.run import load_trained_objective
 
     if checkpoint not in ("best", "last"):
         raise UserError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
@@ -37,18 +37,7 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> Recommender:
     cfg = load_config(run_dir / "config.yaml")
     cfg.train.device = "cpu"  # serving is CPU-first; a GPU-trained checkpoint is mapped to the CPU below
     data = prepare(cfg.data, log=log.info)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
-    # an LEA (+SM) run's critic had an LE projection: size it from the checkpoint, no LE cache needed
-    objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
-    if objective.trainable:
-        if state is None:
-            raise UserError(f"{path} does not exist",
-                            "train the run first (`learec train`), or export another checkpoint with --checkpoint")
-        if checkpoint == "last":
-            objective.load_state_dict(state["objective"])
-        else:
-            objective.scorer().load_state_dict(state)
+    objective = load_trained_objective(cfg, data, run_dir, checkpoint)
     counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
     network = build_scorer(cfg, data.n_items, counts)
     _copy_ranking_weights(objective.scorer(), network)

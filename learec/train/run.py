@@ -62,9 +62,10 @@ def le_inputs_for(cfg: Config, data: PreparedData) -> Any:
     return LEInputs(cfg.lea, data, negatives=cfg.rl.negatives if cfg.objective in ("snqn", "sa2c") else None)
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
+def attach_log_file(run_dir: Path, name: str = "train.log") -> logging.Handler:
+    """Copy the ``learec`` log into ``run_dir/name``; the caller removes the handler when done."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("learec").addHandler(handler)
     logging.getLogger("learec").setLevel(logging.INFO)
@@ -103,7 +104,7 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         raise UserError(f"{run_dir} already holds a run",
                         "pass --resume to continue it, or choose another --run-dir")
 
-    handler = _setup_logging(run_dir)
+    handler = attach_log_file(run_dir)
     try:
         _apply_threads(cfg)
         cfg.save(run_dir / "config.yaml")
@@ -126,6 +127,24 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         handler.close()
 
 
+def load_trained_objective(cfg: Config, data: PreparedData, run_dir: Path, checkpoint: str = "best") -> Objective:
+    """The run's objective with the weights of ``checkpoints/{checkpoint}.pt`` (best: the ranking network
+    only; last: everything). An LEA (+SM) critic's LE projection is sized from the checkpoint, so no LE
+    cache is needed."""
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    state = torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
+    objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
+    if objective.trainable:
+        if state is None:
+            raise UserError(f"{path} does not exist",
+                            "train the run first (`learec train`), or use the other checkpoint (best/last)")
+        if checkpoint == "last":
+            objective.load_state_dict(state["objective"])
+        else:
+            objective.scorer().load_state_dict(state)
+    return objective
+
+
 def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None = None,
                  checkpoint: str = "best") -> dict[str, float]:
     """Re-evaluate a finished (or interrupted) run's checkpoint; ``overrides`` may change ``eval.*`` keys."""
@@ -138,16 +157,7 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     cfg = load_config(run_dir / "config.yaml", overrides)
     _apply_threads(cfg)
     data = prepare(cfg.data, log=log.info)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
-    objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
-    if objective.trainable:
-        if state is None:
-            raise UserError(f"{path} does not exist", "train the run first (`learec train`), or use --checkpoint last")
-        if checkpoint == "last":
-            objective.load_state_dict(state["objective"])
-        else:
-            objective.scorer().load_state_dict(state)
+    objective = load_trained_objective(cfg, data, run_dir, checkpoint)
     metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
                           desc=f"eval {split}")
