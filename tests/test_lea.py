@@ -120,7 +120,8 @@ def test_augmented_actions_enter_both_losses(data, tmp_path: Path) -> None:
     batch = make_batch(data.train, idx, "cpu")
     le_inputs.add_to_batch(batch, idx, "cpu")
     assert batch["le_aug_items"].shape == (32, 2) and "le_state" not in batch
-    assert torch.equal(batch["le_aug_items"], torch.as_tensor(np.asarray(le_inputs.cache["aug_items"][:32, :2])))
+    expected = torch.as_tensor(np.array(le_inputs.cache["aug_items"][:32, :2]), dtype=torch.long)
+    assert torch.equal(batch["le_aug_items"], expected)
 
     def loss_with(weight: float, use_q: bool) -> float:
         objective.augment_weight, objective.augment_q = weight, use_q
