@@ -142,7 +142,8 @@ def _plot_le_rewards(le_run: Path, path: Path, sample: int = 200_000) -> bool:
     series = {"logged action": np.asarray(cache["reward"][rows]).ravel(),
               "uniform negatives": np.asarray(cache["neg_rewards"][rows]).ravel()}
     if cache["aug_rewards"].shape[1]:
-        series["augmented actions"] = np.asarray(cache["aug_rewards"][rows]).ravel()
+        filled = np.asarray(cache["aug_items"][rows]) >= 0  # -1: an empty slot, its reward is a placeholder
+        series["augmented actions"] = np.asarray(cache["aug_rewards"][rows])[filled]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.histogram_bin_edges(np.concatenate(list(series.values())), 60)

@@ -3,7 +3,6 @@ invalid ones redone, and only the runs that depend on a changed LE cache are rer
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
