@@ -162,7 +162,8 @@ class LETrainConfig(_Strict):
 class LELabelConfig(_Strict):
     """The labelling cache: per training transition, LE state, rewards, negatives and augmented actions."""
 
-    negatives: int | None = Field(None, ge=1, description="negatives labelled per transition; default rl.negatives")
+    negatives: int | None = Field(None, ge=1, description="negatives labelled per transition; default rl.negatives. "
+                                  "More makes a pool: RL training then draws rl.negatives of them per step")
     aug_candidates: int = Field(10, ge=0, description="top items by state similarity re-scored by the reward model")
     aug_k: int = Field(5, ge=0, description="augmented positive actions kept per transition (best reward)")
     pca_dim: int = Field(0, ge=0, description="also store states reduced by PCA to this width; 0 = off")

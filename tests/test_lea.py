@@ -174,3 +174,31 @@ def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
         losses.append(objective.train_step(batch))
     assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6)
     assert losses[0]["q_loss"] == pytest.approx(losses[1]["q_loss"], rel=1e-6)
+
+
+def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Path) -> None:
+    from learec.train.trainer import make_batch
+
+    cache = make_cache(tmp_path / "le", data, k_neg=25)
+    cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", "rl.negatives=10"])
+    le_inputs = le_inputs_for(cfg, data)
+    pool = np.array(le_inputs.cache["neg_items"][:16])
+    pool_rewards = np.array(le_inputs.cache["neg_rewards"][:16])
+    draws = []
+    for _ in range(2):
+        batch = make_batch(data.train, np.arange(16), "cpu")
+        le_inputs.add_to_batch(batch, np.arange(16), "cpu")
+        items, z = batch["le_neg_items"].numpy(), batch["le_neg_reward_z"].numpy()
+        assert items.shape == (16, 10)
+        for row in range(16):
+            # the pool's rewards are distinct random numbers: they identify the columns drawn
+            raw = z[row] * le_inputs.std + le_inputs.mean
+            cols = [int(np.argmin(np.abs(pool_rewards[row] - r))) for r in raw]
+            np.testing.assert_allclose(pool_rewards[row, cols], raw, rtol=1e-4, atol=1e-4)
+            assert len(set(cols)) == 10  # 10 distinct entries of the pool
+            assert (items[row] == pool[row, cols]).all()  # each item with its own reward
+        draws.append(items)
+    assert not np.array_equal(draws[0], draws[1])  # afresh each time
+    small = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", "rl.negatives=30"])
+    with pytest.raises(UserError, match="negatives per transition"):
+        le_inputs_for(small, data)

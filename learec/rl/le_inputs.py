@@ -40,9 +40,13 @@ class LEInputs:
                             f"expected {cfg.cache_key})", "rerun the pipeline: it redoes runs made with an old cache")
         self.cfg = cfg
         self.cache = cache
-        if cfg.use_cached_negatives and negatives is not None and cache["neg_items"].shape[1] != negatives:
-            raise UserError(f"The LE cache {path} has {cache['neg_items'].shape[1]} negatives per transition, the run "
-                            f"asks for rl.negatives={negatives}", "label with le.label.negatives equal to rl.negatives")
+        pool = cache["neg_items"].shape[1]
+        if cfg.use_cached_negatives and negatives is not None and pool < negatives:
+            raise UserError(f"The LE cache {path} has {pool} negatives per transition, the run asks for "
+                            f"rl.negatives={negatives}", "label with le.label.negatives >= rl.negatives")
+        # a larger labelled pool: each step draws rl.negatives of a transition's pool afresh, so the
+        # negatives keep changing across epochs as SNQN's uniform ones do
+        self.k_neg = negatives if negatives is not None else pool
         if cfg.state and cfg.state_source not in cache.arrays:
             raise UserError(f"lea.state_source={cfg.state_source} but the LE cache {path} has no such array",
                             "label with le.label.pca_dim > 0, or use lea.state_source=state")
@@ -75,9 +79,15 @@ class LEInputs:
         if cfg.reward:
             extra["le_reward_z"] = self._z(cache["reward"][idx])
         if cfg.use_cached_negatives:
-            extra["le_neg_items"] = torch.from_numpy(np.asarray(cache["neg_items"][idx], dtype=np.int64))
-            if cfg.reward:
-                extra["le_neg_reward_z"] = self._z(cache["neg_rewards"][idx])
+            neg_items = np.asarray(cache["neg_items"][idx], dtype=np.int64)
+            neg_rewards = np.asarray(cache["neg_rewards"][idx]) if cfg.reward else None
+            if neg_items.shape[1] > self.k_neg:  # draw from the pool (torch RNG: checkpointed with the run)
+                cols = torch.rand(len(idx), neg_items.shape[1]).argsort(dim=1)[:, : self.k_neg].numpy()
+                neg_items = np.take_along_axis(neg_items, cols, 1)
+                neg_rewards = np.take_along_axis(neg_rewards, cols, 1) if neg_rewards is not None else None
+            extra["le_neg_items"] = torch.from_numpy(neg_items)
+            if neg_rewards is not None:
+                extra["le_neg_reward_z"] = self._z(neg_rewards)
         if cfg.augment and self.k_aug:
             aug = np.asarray(cache["aug_items"][idx, : self.k_aug], dtype=np.int64)
             extra["le_aug_mask"] = torch.from_numpy((aug >= 0).astype(np.float32))  # -1: no action in the slot
