@@ -44,6 +44,8 @@ class DataConfig(_Strict):
 
 class GRU4RecConfig(_Strict):
     layers: int = Field(1, ge=1)
+    hidden: int | None = Field(None, ge=1, description="GRU hidden size; default model.hidden. When it differs, "
+                               "a linear layer maps the GRU output back to model.hidden (RecBole's GRU4Rec)")
 
 
 class CaserConfig(_Strict):

@@ -104,6 +104,19 @@ def test_gru4rec_matches_unpadded_loop() -> None:
             torch.testing.assert_close(out[i], seq[0, -1])
 
 
+def test_gru4rec_wider_gru_is_projected_back_and_tieable() -> None:
+    net = make("gru4rec", gru4rec={"hidden": 40})
+    hist, lengths = batch()
+    assert net.gru.hidden_size == 40 and net.out_dim == net.item_embedding.embedding_dim
+    with torch.no_grad():
+        out = net(hist, lengths)
+        for i in range(B):
+            seq, _ = net.gru(net.item_embedding(hist[i, : lengths[i]].unsqueeze(0)))
+            torch.testing.assert_close(out[i], net.dense(seq[0, -1]))
+    model = SequentialRecommender(net, N, tie_head=True)
+    assert model(hist, lengths).shape == (B, N)
+
+
 def test_nextitnet_causality_within_real_items() -> None:
     net = make("nextitnet")
     hist = torch.randint(0, N, (1, L))

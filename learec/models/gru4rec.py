@@ -15,7 +15,10 @@ class GRU4Rec(Backbone):
         super().__init__(n_items, max_len, cfg)
         # SQN's GRU has no dropout at all; cfg.dropout acts only on the input embedding (0 = published).
         self.dropout = nn.Dropout(cfg.dropout)
-        self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.gru4rec.layers, batch_first=True)
+        gru_hidden = cfg.gru4rec.hidden or cfg.hidden
+        self.gru = nn.GRU(cfg.hidden, gru_hidden, num_layers=cfg.gru4rec.layers, batch_first=True)
+        # RecBole's variant: a wider GRU projected back to the embedding width (so the head can be tied)
+        self.dense = nn.Linear(gru_hidden, cfg.hidden) if gru_hidden != cfg.hidden else None
         self.out_dim = cfg.hidden
 
     def forward(self, histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -23,4 +26,5 @@ class GRU4Rec(Backbone):
         # Padding sits after the real items, so outputs before it are exactly the unpadded run's;
         # reading position length-1 replaces pack_padded_sequence (slow on CPU).
         out, _ = self.gru(x)
-        return gather_last(out, lengths)
+        state = gather_last(out, lengths)
+        return self.dense(state) if self.dense is not None else state
