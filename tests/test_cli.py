@@ -83,7 +83,8 @@ def test_stats_json_and_python_dash_m(data_dir):
 
 def test_help_for_every_subcommand(capsys):
     for argv in (["--help"], ["data", "--help"], ["data", "prepare", "--help"], ["train", "--help"],
-                 ["evaluate", "--help"], ["grid", "--help"]):
+                 ["evaluate", "--help"], ["grid", "--help"], ["pipeline", "--help"], ["report", "--help"],
+                 ["env", "train", "--help"], ["env", "label", "--help"], ["env", "report", "--help"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 0
