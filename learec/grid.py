@@ -33,7 +33,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,7 @@ class Grid:
     out: Path
     axes: dict[str, list]
     baseline: dict[str, Any]
-    compare: dict[str, str] = None  # variant -> the variant it is also tested against
-
-    def __post_init__(self) -> None:
-        self.compare = self.compare or {}
+    compare: dict[str, str] = field(default_factory=dict)  # variant -> the variant it is also tested against
 
 
 def _variants(spec: dict[str, Any], path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:

@@ -14,6 +14,7 @@ runs trained on an older cache are moved aside and run again.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from typing import Any
 from learec.config import load_config, read_yaml
 from learec.errors import UserError
 from learec.grid import load_grid, run_grid
+from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
 
 PIPELINE_KEYS = ("le", "le_set", "le_run", "report")
 
 
-def _paths(path: Path, spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
     le_run = Path(spec.get("le_run") or out / "le").resolve()  # runs read it from their own processes
     report = Path(spec.get("report") or out / "report")
     return le_run, report
@@ -44,7 +46,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None)
         raise UserError(f"Pipeline file {path} needs 'le': the LE config file (data + le sections)")
     le_cfg = load_config(path.parent / spec["le"], spec.get("le_set") or [])
     probe = load_grid(path, extra_set=["lea.cache=."], extra_keys=PIPELINE_KEYS)
-    le_run_dir, report_dir = _paths(path, spec, probe.out)
+    le_run_dir, report_dir = _paths(spec, probe.out)
     mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
     if mismatched:
         raise UserError(f"The grid's data section differs from the LE config's in {len(mismatched)} cell(s) "
@@ -58,9 +60,10 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None)
     cache = le.label()
     assert cache is not None
     report_json = le_run_dir / "le_report.json"
-    if not _report_is_current(report_json, cache.key):
+    report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump()})
+    if not _report_is_current(report_json, report_key):
         le.report()
-        _stamp_report(report_json, cache.key)
+        _stamp_report(report_json, report_key)
 
     print(f"[3/4] RL grid -> {probe.out}")
     grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
@@ -74,21 +77,15 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None)
 
 
 def _report_is_current(path: Path, key: str) -> bool:
-    import json
-
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("label_cache_key") == key
+        return json.loads(path.read_text()).get("report_key") == key
     except (OSError, ValueError):
         return False
 
 
 def _stamp_report(path: Path, key: str) -> None:
-    import json
-
-    from learec.utils import atomic_write_json
-
     report = json.loads(path.read_text())
-    report["label_cache_key"] = key
+    report["report_key"] = key  # the labels and report settings it was made from
     atomic_write_json(path, report)

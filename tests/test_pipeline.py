@@ -94,8 +94,12 @@ def test_committed_lea_and_le_configs_line_up() -> None:
     from learec.grid import load_grid
     from learec.pipeline import PIPELINE_KEYS
 
-    for pipeline, le_file in (("lea_ml100k.yaml", "le_ml100k.yaml"), ("lea_smoke.yaml", "le_smoke.yaml")):
+    # (pipeline file, its LE config, whether it holds the supervised baseline)
+    for pipeline, le_file, with_ce in (("lea_ml100k.yaml", "le_ml100k.yaml", True),
+                                       ("lea_ml100k_look.yaml", "le_ml100k.yaml", False),
+                                       ("lea_smoke.yaml", "le_smoke.yaml", True)):
         grid = load_grid(CONFIGS / pipeline, extra_set=["lea.cache=x"], extra_keys=PIPELINE_KEYS)
         le_cfg = load_config(CONFIGS / le_file)
         assert all(cfg.data == le_cfg.data for _, _, cfg in grid.cells), pipeline
-        assert any(cfg.lea.augment for _, _, cfg in grid.cells) and any(cfg.objective == "ce" for _, _, cfg in grid.cells)
+        assert any(cfg.lea.augment for _, _, cfg in grid.cells), pipeline
+        assert any(cfg.objective == "ce" for _, _, cfg in grid.cells) == with_ce, pipeline

@@ -41,7 +41,7 @@ def initial_item_embeddings(lm: Any, token_lists: list[list[int]]) -> Tensor:
 
 def _batch_inputs(lm: Any, item_emb: Tensor, token_lists: list[list[int]], items: np.ndarray
                   ) -> tuple[Tensor, Tensor, Tensor]:
-    """``[⟨item⟩, t_1 .. t_n]`` as input embeddings, with the padding mask and the labels ``t_1..t_n``."""
+    """``[⟨item⟩, t_1 .. t_n]`` as input embeddings, the padding mask (None without padding) and the labels."""
     device = item_emb.device
     lengths = [len(token_lists[i]) for i in items]
     width = max(lengths)

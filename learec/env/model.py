@@ -170,8 +170,7 @@ class LEModel(nn.Module):
 def weights_hash(model: LEModel) -> str:
     """A content hash of the trainable weights (adapters + heads): keys the labelling cache."""
     digest = hashlib.sha256()
-    for name, tensor in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad or "lora" in n
-                               or not n.startswith("lm.")):
+    for name, tensor in sorted((n, p) for n, p in model.named_parameters() if "lora" in n or not n.startswith("lm.")):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     digest.update(model.item_tokens.cpu().numpy().tobytes())

@@ -31,7 +31,7 @@ from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
-from learec.train.run import attach_log_file
+from learec.train.run import log_to_file
 from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -199,32 +199,20 @@ class LERun:
 def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
     """Item tokens + LE training (each skipped when already done from the same inputs)."""
     run = LERun(run_dir, cfg)
-    handler = attach_log_file(run.run_dir, "le.log")
-    try:
+    with log_to_file(run.run_dir, "le.log"):
         run.model(train=True)
         return json.loads((run.run_dir / "le" / "done.json").read_text())
-    finally:
-        logging.getLogger("learec").removeHandler(handler)
-        handler.close()
 
 
 def env_label(run_dir: Path) -> LabelCache:
     run = LERun(run_dir)
-    handler = attach_log_file(run.run_dir, "le.log")
-    try:
+    with log_to_file(run.run_dir, "le.log"):
         cache = run.label()
         assert cache is not None
         return cache
-    finally:
-        logging.getLogger("learec").removeHandler(handler)
-        handler.close()
 
 
 def env_report(run_dir: Path) -> dict[str, Any]:
     run = LERun(run_dir)
-    handler = attach_log_file(run.run_dir, "le.log")
-    try:
+    with log_to_file(run.run_dir, "le.log"):
         return run.report()
-    finally:
-        logging.getLogger("learec").removeHandler(handler)
-        handler.close()

@@ -16,6 +16,8 @@ import json
 import logging
 import time
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,14 +64,20 @@ def le_inputs_for(cfg: Config, data: PreparedData) -> Any:
     return LEInputs(cfg.lea, data, negatives=cfg.rl.negatives if cfg.objective in ("snqn", "sa2c") else None)
 
 
-def attach_log_file(run_dir: Path, name: str = "train.log") -> logging.Handler:
-    """Copy the ``learec`` log into ``run_dir/name``; the caller removes the handler when done."""
+@contextmanager
+def log_to_file(run_dir: Path, name: str = "train.log") -> Iterator[None]:
+    """Copy the ``learec`` log into ``run_dir/name`` while the block runs."""
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("learec").addHandler(handler)
-    logging.getLogger("learec").setLevel(logging.INFO)
-    return handler
+    logger = logging.getLogger("learec")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def _apply_threads(cfg: Config) -> None:
@@ -104,8 +112,7 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         raise UserError(f"{run_dir} already holds a run",
                         "pass --resume to continue it, or choose another --run-dir")
 
-    handler = attach_log_file(run_dir)
-    try:
+    with log_to_file(run_dir):
         _apply_threads(cfg)
         cfg.save(run_dir / "config.yaml")
         seed_everything(cfg.seed)
@@ -122,9 +129,6 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         atomic_write_json(run_dir / "metrics.json", metrics)
         log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
         return metrics
-    finally:
-        logging.getLogger("learec").removeHandler(handler)
-        handler.close()
 
 
 def load_trained_objective(cfg: Config, data: PreparedData, run_dir: Path, checkpoint: str = "best") -> Objective:
