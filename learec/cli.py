@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -276,7 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
+        if distributed:  # torchrun ... -m learec: join the process group (learec.distributed)
+            from learec.distributed import init_from_env, is_main
+
+            init_from_env()
+            if not is_main():  # one rank speaks
+                sys.stdout = open(os.devnull, "w")
         args.func(args)
     except UserError as err:
         print(f"learec: error: {err}", file=sys.stderr)
@@ -285,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         print("learec: interrupted; a training run continues with `learec train --resume --run-dir DIR`",
               file=sys.stderr)
         return 130
+    finally:
+        if distributed:
+            from learec.distributed import shutdown
+
+            shutdown()
     return 0
 
 

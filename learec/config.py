@@ -84,6 +84,8 @@ class TrainConfig(_Strict):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     patience: int = Field(5, ge=0, description="stop after this many validations without improvement; 0 = never")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint mid-epoch; 0 = at epoch ends only")
+    max_steps: int = Field(0, ge=0, description="end training after this many steps (smoke runs, benchmarks): "
+                           "validated once there, then finished; 0 = no limit")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     device: str = "cpu"
     progress: bool = True

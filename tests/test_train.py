@@ -163,3 +163,13 @@ def test_resume_with_a_different_config_is_refused_and_with_the_same_one_is_idem
     assert train_run(cfg, tmp_path / "run", resume=True) == json.loads(json.dumps(first))
     with pytest.raises(UserError, match="train.epochs: 1 -> 2"):
         train_run(_cfg("model.backbone=caser", "train.epochs=2"), tmp_path / "run", resume=True)
+
+
+def test_step_budget_ends_the_run_mid_epoch_and_resume_keeps_it_finished(data_dir, tmp_path):
+    run = tmp_path / "budget"
+    metrics = train_run(_cfg("model.backbone=gru4rec", "train.epochs=5", "train.max_steps=3"), run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert state["progress"]["global_step"] == 3 and state["progress"]["epoch"] == 0  # 3 of the first epoch's steps
+    assert metrics["stopped_early"] and metrics["epochs_run"] == 0
+    assert len(json.loads((run / "history.json").read_text())) == 1  # validated once, at the budget
+    assert train_run(None, run, resume=True) == metrics

@@ -11,8 +11,14 @@ For transition ``i`` (user ``u``, action ``x_p`` after the history ``x_<p``):
 
 Arrays are ``.npy`` files (memory-mappable) plus ``manifest.json``, whose fingerprint names the LM, the
 LE weights, the prepared data and the labelling settings. A cache whose fingerprint differs is stale and
-is rebuilt; one whose checksums fail is corrupt and is rebuilt; neither is ever used silently. Users are
-labelled in shards, and ``progress.json`` after each shard lets a killed run resume where it stopped.
+is rebuilt; one whose checksums fail is corrupt and is rebuilt; neither is ever used silently.
+
+Users are labelled in shards of ``users_per_shard``; each finished shard is saved at once as
+``shards/NNNNNN.npz`` (its rows of every array), so a killed run redoes only the shards it had not saved.
+When all are there they are joined into the arrays, and the manifest gets their checksums. Under
+``torchrun`` rank ``r`` of ``W`` labels shards ``r, r + W, ...`` of those left, and rank 0 joins them: the
+cache equals a single process's (the negatives depend on the user only, a shard's batches on the shard
+only), and a killed run resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -32,15 +38,16 @@ import torch
 from learec.config import LELabelConfig
 from learec.data.preprocess import Sequences
 from learec.data.splits import Transitions
+from learec.distributed import barrier, broadcast_object, is_main, rank, world_size
 from learec.env.batches import pack_rows, segment_rows, uniform_negatives, user_items
 from learec.env.model import LEModel, Segment, plan_segments
 from learec.errors import UserError
-from learec.utils import atomic_write_json, stable_hash
+from learec.utils import atomic_savez, atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
 
 MANIFEST = "manifest.json"
-PROGRESS = "progress.json"
+SHARDS = "shards"  # finished shards of a cache being built
 
 
 def label_arrays_spec(n: int, state_dim: int, k_neg: int, k_aug: int) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -102,10 +109,11 @@ def cache_problem(path: Path, fingerprint: dict[str, Any] | None = None) -> str 
     return None
 
 
-def load_label_cache(path: Path, fingerprint: dict[str, Any] | None = None) -> LabelCache:
-    """The verified cache at ``path``; a missing, incomplete, stale or corrupt one is an error."""
+def load_label_cache(path: Path, fingerprint: dict[str, Any] | None = None, verify: bool = True) -> LabelCache:
+    """The verified cache at ``path``; a missing, incomplete, stale or corrupt one is an error. ``verify``
+    False skips the checks (another process just made them)."""
     path = Path(path)
-    problem = cache_problem(path, fingerprint)
+    problem = cache_problem(path, fingerprint) if verify else None
     if problem:
         raise UserError(f"The LE labelling cache {path} is {problem}", "run `learec env label --run-dir DIR` again")
     manifest = json.loads((path / MANIFEST).read_text())
@@ -126,19 +134,20 @@ def _user_blocks(train: Transitions) -> list[tuple[int, int, int]]:
     return [(int(users[s]), int(s), int(e)) for s, e in zip(starts, ends)]
 
 
-class _Writer:
-    """Open (or create) the ``.npy`` arrays of the cache as writable memory maps."""
+def _shard_file(out_dir: Path, shard: int) -> Path:
+    return out_dir / SHARDS / f"{shard:06d}.npz"
 
-    def __init__(self, path: Path, spec: dict[str, tuple[tuple[int, ...], str]], create: bool):
-        self.arrays = {}
-        for name, (shape, dtype) in spec.items():
-            file = path / f"{name}.npy"
-            mode = "w+" if create or not file.is_file() else "r+"
-            self.arrays[name] = np.lib.format.open_memmap(file, mode=mode, dtype=dtype, shape=shape)
 
-    def flush(self) -> None:
-        for arr in self.arrays.values():
-            arr.flush()
+def _join_shards(out_dir: Path, spec: dict[str, tuple[tuple[int, ...], str]], rows: list[tuple[int, int]]) -> None:
+    """Write the ``.npy`` arrays of the cache from the saved shards (``rows[s]``: shard ``s``'s rows)."""
+    arrays = {name: np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+              for name, (shape, dtype) in spec.items()}
+    for shard, (lo, hi) in enumerate(rows):
+        with np.load(_shard_file(out_dir, shard)) as part:
+            for name, arr in arrays.items():
+                arr[lo:hi] = part[name]
+    for arr in arrays.values():
+        arr.flush()
 
 
 def augment_width(cfg: LELabelConfig, n_items: int) -> int:
@@ -203,72 +212,89 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
                       window: int, out_dir: Path, fingerprint: dict[str, Any],
                       progress: Callable[..., Any] | None = None,
                       stop_after_shards: int | None = None) -> LabelCache | None:
-    """Build (or resume, or reuse) the cache in ``out_dir``; returns it when complete.
+    """Build (or resume, or reuse) the cache in ``out_dir``; returns it when complete (on every rank).
 
-    ``stop_after_shards`` stops early (for tests of resumption) and returns None.
+    ``stop_after_shards`` stops each rank after labelling that many shards (for tests of resumption) and
+    returns None when shards are left.
     """
     out_dir = Path(out_dir)
-    problem = cache_problem(out_dir, fingerprint)
+    # rank 0 inspects and prepares the directory; every rank follows its decisions
+    problem = broadcast_object(cache_problem(out_dir, fingerprint) if is_main() else None)
     if problem is None:
         log.info("LE labelling cache %s is complete and verified: reused", out_dir)
-        return load_label_cache(out_dir, fingerprint)
-    resumable = problem == "incomplete" and (out_dir / PROGRESS).is_file()
-    if not resumable and out_dir.exists():
-        if problem != "missing":
-            log.warning("LE labelling cache %s is %s: rebuilding it", out_dir, problem)
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        return load_label_cache(out_dir, fingerprint, verify=is_main())
 
     n = len(train)
     k_aug = augment_width(cfg, seqs.n_items)
     spec = label_arrays_spec(n, model.cfg.state_dim, k_neg, k_aug)
     manifest = {"fingerprint": fingerprint, "transitions": n, "negatives": k_neg, "aug_k": k_aug,
                 "state_dim": model.cfg.state_dim, "complete": False}
-    if not resumable:
-        atomic_write_json(out_dir / MANIFEST, manifest)
-    writer = _Writer(out_dir, spec, create=not resumable)
     blocks = _user_blocks(train)
+    shard_blocks = [blocks[s:s + cfg.users_per_shard] for s in range(0, len(blocks), cfg.users_per_shard)]
+    shard_rows = [(b[0][1], b[-1][2]) for b in shard_blocks]  # a shard's transitions are consecutive rows
+    todo = None
+    if is_main():
+        resumable = problem == "incomplete" and (out_dir / SHARDS).is_dir()
+        if not resumable and out_dir.exists():
+            if problem != "missing":
+                log.warning("LE labelling cache %s is %s: rebuilding it", out_dir, problem)
+            shutil.rmtree(out_dir)
+        (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
+        if not resumable:
+            atomic_write_json(out_dir / MANIFEST, manifest)
+        todo = [s for s in range(len(shard_blocks)) if not _shard_file(out_dir, s).is_file()]
+        if len(todo) < len(shard_blocks):
+            log.info("LE labelling resumes: %d of %d shards of users left", len(todo), len(shard_blocks))
+    mine = broadcast_object(todo)[rank()::world_size()]
+
     positions = np.asarray(train.position)
     actions = np.asarray(train.action)
-    done_users = json.loads((out_dir / PROGRESS).read_text())["users_done"] if resumable else 0
-    if done_users:
-        log.info("LE labelling resumes after %d of %d users", done_users, len(blocks))
-    shards = range(done_users, len(blocks), cfg.users_per_shard)
-    bar = progress(shards, desc="LE labelling (shards of users)") if progress else shards
-    for shard_no, shard_start in enumerate(bar):
-        jobs = []  # (segment, target positions, transition indices, negatives)
-        for user, lo, hi in blocks[shard_start: shard_start + cfg.users_per_shard]:
+    bar = progress(mine, desc="LE labelling (shards of users)") if progress else mine
+    for count, shard in enumerate(bar, 1):
+        first, end = shard_rows[shard]
+        arrays = {name: np.zeros((end - first, *shape[1:]), dtype=dtype) for name, (shape, dtype) in spec.items()}
+        jobs = []  # (segment, target positions, rows in the shard, negatives)
+        for user, lo, hi in shard_blocks[shard]:
             pos = positions[lo:hi]
             seq = user_items(seqs, user)
             if not np.array_equal(seq[pos], actions[lo:hi]):
                 raise ValueError(f"transitions of user {user} do not match the sequences (stale prepared data?)")
-            rng = np.random.default_rng([cfg.seed, user])  # per user: resuming draws the same negatives
+            rng = np.random.default_rng([cfg.seed, user])  # per user: any shard order draws the same negatives
             negs = uniform_negatives(rng, actions[lo:hi].astype(np.int64), k_neg, seqs.n_items)
             for seg in plan_segments(user, pos, window):
                 sel = np.flatnonzero((pos >= seg.first) & (pos < seg.end))
-                jobs.append((seg, pos[sel], lo + sel, negs[sel]))
+                jobs.append((seg, pos[sel], lo - first + sel, negs[sel]))
         for start in range(0, len(jobs), cfg.batch_rows):
             chunk = jobs[start:start + cfg.batch_rows]
             results = _label_rows(model, seqs, [j[0] for j in chunk], [j[1] for j in chunk],
                                   [j[3] for j in chunk], cfg)
             for (seg, _, idx, negs), res in zip(chunk, results):
-                writer.arrays["state"][idx] = res["state"].astype(np.float16)
-                writer.arrays["reward"][idx] = res["reward"]
-                writer.arrays["neg_items"][idx] = negs
-                writer.arrays["neg_rewards"][idx] = res["neg_rewards"]
+                arrays["state"][idx] = res["state"].astype(np.float16)
+                arrays["reward"][idx] = res["reward"]
+                arrays["neg_items"][idx] = negs
+                arrays["neg_rewards"][idx] = res["neg_rewards"]
                 if k_aug:
-                    writer.arrays["aug_items"][idx] = res["aug_items"]
-                    writer.arrays["aug_rewards"][idx] = res["aug_rewards"]
-        writer.flush()
-        atomic_write_json(out_dir / PROGRESS, {"users_done": min(shard_start + cfg.users_per_shard, len(blocks))})
-        if stop_after_shards is not None and shard_no + 1 >= stop_after_shards:
-            return None
-    del writer
-    if cfg.pca_dim:
-        _write_pca(out_dir, cfg.pca_dim)
-    _seal(out_dir, manifest, [*spec, *(["state_pca"] if cfg.pca_dim else [])])
-    (out_dir / PROGRESS).unlink(missing_ok=True)
-    return load_label_cache(out_dir, fingerprint)
+                    arrays["aug_items"][idx] = res["aug_items"]
+                    arrays["aug_rewards"][idx] = res["aug_rewards"]
+        atomic_savez(_shard_file(out_dir, shard), **arrays)
+        if stop_after_shards is not None and count >= stop_after_shards:
+            break
+
+    barrier()  # every rank's shards are saved
+    missing = broadcast_object([s for s in range(len(shard_blocks)) if not _shard_file(out_dir, s).is_file()]
+                               if is_main() else None)
+    if missing:
+        if stop_after_shards is None:
+            raise RuntimeError(f"LE labelling shards {missing[:5]} of {out_dir} are missing")
+        return None
+    if is_main():
+        _join_shards(out_dir, spec, shard_rows)
+        if cfg.pca_dim:
+            _write_pca(out_dir, cfg.pca_dim)
+        _seal(out_dir, manifest, [*spec, *(["state_pca"] if cfg.pca_dim else [])])
+        shutil.rmtree(out_dir / SHARDS)
+    barrier()  # the cache is sealed
+    return load_label_cache(out_dir, fingerprint, verify=is_main())
 
 
 def _seal(out_dir: Path, manifest: dict[str, Any], names: list[str]) -> None:

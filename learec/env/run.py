@@ -11,20 +11,27 @@ Layout::
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
 otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users.
+
+Under ``torchrun`` (see :mod:`learec.distributed`) rank 0 alone writes the config, the item tokens (the
+others wait, then load them), the LE weights, the log and the report; LE training and labelling are
+shared by all ranks (see :func:`~learec.env.train.train_le_model` and :func:`~learec.env.label.label_transitions`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm import tqdm
 
 from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
+from learec.distributed import barrier, broadcast_object, is_distributed, is_main, rank_device
 from learec.env.item_tokens import train_item_tokens
 from learec.env.label import LabelCache, label_transitions
 from learec.env.model import LEModel, load_le_lm, weights_hash
@@ -35,12 +42,23 @@ from learec.train.run import log_to_file
 from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
+T = TypeVar("T")
 
 
 def _progress(cfg: Config):
-    if not cfg.le.progress:
+    if not cfg.le.progress or not is_main():  # one progress bar: rank 0's
         return None
     return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _main_first(make: Callable[[], T]) -> T:
+    """``make()`` on rank 0, then on the other ranks, which find what rank 0 wrote (once without torchrun)."""
+    if is_main():
+        result = make()
+        barrier()
+        return result
+    barrier()
+    return make()
 
 
 def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> Config:
@@ -84,12 +102,14 @@ class LERun:
 
     def __init__(self, run_dir: Path, cfg: Config | None = None, replace_config: bool = False):
         self.run_dir = Path(run_dir)
-        self.cfg = resolve_config(cfg, self.run_dir, replace_config)
+        self.cfg = _main_first(lambda: resolve_config(cfg, self.run_dir, replace_config))
         if self.cfg.le.threads:
             torch.set_num_threads(self.cfg.le.threads)
         self._data: PreparedData | None = None
         self._lm: tuple[Any, Any] | None = None
         self._model: LEModel | None = None
+        if is_distributed():  # rank 0 prepares the data, the others then read it
+            _main_first(lambda: self.data)
 
     @property
     def data(self) -> PreparedData:
@@ -98,12 +118,19 @@ class LERun:
         return self._data
 
     def lm(self) -> tuple[Any, Any]:
-        if self._lm is None:
-            self._lm = load_le_lm(self.cfg.le)
+        if self._lm is None:  # under torchrun, device 'cuda' is this rank's GPU
+            self._lm = load_le_lm(self.cfg.le.model_copy(update={"device": rank_device(self.cfg.le.device)}))
         return self._lm
 
     # --- stage 1: item tokens ----------------------------------------------------------------------
     def item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The item tokens (trained first when missing or stale); under torchrun rank 0 trains them alone
+        (a short stage) while the others wait, then load its file."""
+        tokens = self._train_item_tokens() if is_main() else None
+        barrier()
+        return tokens if tokens is not None else self._saved_item_tokens()
+
+    def _train_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
         path = self.run_dir / "item_tokens.pt"
         key = _item_tokens_key(self.cfg, self.data)
         if path.is_file():
@@ -136,25 +163,31 @@ class LERun:
         le_dir = self.run_dir / "le"
         done = le_dir / "done.json"
         key = _le_key(self.cfg, self.data)
-        if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        # rank 0 decides: it alone may remove a stale done.json below
+        trained = broadcast_object(done.is_file() and json.loads(done.read_text()).get("key") == key
+                                   if is_main() else None)
+        if trained:
             model.load(le_dir)
             model.eval()
             return model
         if not train:
             raise UserError(f"The LE in {self.run_dir} is not trained (or was trained from other inputs)",
                             f"run `learec env train --run-dir {self.run_dir}` first")
-        if done.is_file():  # trained from other inputs: start over
+        if done.is_file() and is_main():  # trained from other inputs: start over
             log.warning("the LE in %s was trained from other inputs: retraining", le_dir)
             done.unlink()
             (le_dir / "train_state.pt").unlink(missing_ok=True)
+        barrier()  # no rank reads train_state.pt while rank 0 removes a stale one
         users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
         log.info("training the LE on %d users (%.0f%% of training users)", len(users),
                  100 * self.cfg.le.train.user_fraction)
         lengths = training_lengths(self.data.train.user, self.data.train.position)  # no val/test items (loo)
         history = train_le_model(model, self.data.sequences, users, self.cfg.le.train, self.cfg.le.model.window,
                                  le_dir, self.cfg.le.seed, progress=_progress(self.cfg), key=key, lengths=lengths)
-        weights = model.save(le_dir)
-        atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
+        if is_main():  # every rank holds the same weights
+            weights = model.save(le_dir)
+            atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
+        barrier()  # le/ is complete for every rank
         return model
 
     def _saved_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -196,23 +229,32 @@ class LERun:
         return report
 
 
+@contextlib.contextmanager
+def _run_log(run: LERun) -> Iterator[None]:
+    """The run's le.log, written by rank 0 (the other ranks log warnings to stderr only)."""
+    with log_to_file(run.run_dir, "le.log") if is_main() else contextlib.nullcontext():
+        yield
+
+
 def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
     """Item tokens + LE training (each skipped when already done from the same inputs)."""
     run = LERun(run_dir, cfg)
-    with log_to_file(run.run_dir, "le.log"):
+    with _run_log(run):
         run.model(train=True)
         return json.loads((run.run_dir / "le" / "done.json").read_text())
 
 
 def env_label(run_dir: Path) -> LabelCache:
     run = LERun(run_dir)
-    with log_to_file(run.run_dir, "le.log"):
+    with _run_log(run):
         cache = run.label()
         assert cache is not None
         return cache
 
 
 def env_report(run_dir: Path) -> dict[str, Any]:
+    """The LE quality report; under torchrun rank 0 computes it and the others receive it."""
     run = LERun(run_dir)
-    with log_to_file(run.run_dir, "le.log"):
-        return run.report()
+    with _run_log(run):
+        run.model(train=False)  # on every rank: loading the LE is collective
+        return broadcast_object(run.report() if is_main() else None)

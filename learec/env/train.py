@@ -11,6 +11,11 @@ packed pass per batch of windows:
 An epoch-end checkpoint (adapters, heads, optimiser) lets a killed run resume; batches come from a
 per-epoch numpy RNG, so a resumed run replays the same epochs (the LE has no dropout by default; with
 ``lora_dropout > 0`` a resumed run is not bit-identical).
+
+Under ``torchrun`` every rank draws the same per-epoch user order and takes its :func:`~learec.distributed.shard`
+of each batch; :class:`LELoss` runs inside ``DistributedDataParallel``, which averages the gradients, so all
+ranks keep identical weights. Windows and negatives then come from a per-rank RNG (a resumed run replays
+the same epochs with the same number of ranks). Rank 0 alone writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from learec.config import LETrainConfig
 from learec.data.preprocess import Sequences
+from learec.distributed import is_distributed, is_main, rank, shard, world_size
 from learec.env.batches import pack_rows, uniform_negatives, unseen_items, user_items
 from learec.env.model import LEModel
 from learec.utils import atomic_torch_save
@@ -47,37 +56,61 @@ def _window(rng: np.random.Generator, items: np.ndarray, width: int) -> np.ndarr
     return items[start:start + width]
 
 
-def le_losses(model: LEModel, rows: list[np.ndarray], seen: list[np.ndarray], cfg: LETrainConfig,
-              rng: np.random.Generator, n_items: int) -> dict[str, torch.Tensor]:
-    """State and reward losses of one batch of item windows (``seen``: each user's items, for negatives)."""
-    candidates, reward_pos = [], []
+def le_batch(rows: list[np.ndarray], seen: list[np.ndarray], cfg: LETrainConfig, rng: np.random.Generator,
+             n_items: int, device: torch.device) -> tuple[Tensor, ...]:
+    """The host side of one batch of item windows (``seen``: each user's items, for negatives): packed rows
+    with the reward candidates, and the state negatives; the inputs of :class:`LELoss`."""
+    candidates = []
     for row, user_seen in zip(rows, seen):
         pos = np.sort(rng.choice(len(row), size=min(cfg.reward_positions, len(row)), replace=False))
         candidates.append((unseen_items(rng, user_seen, len(pos), n_items), pos))
-        reward_pos.append(pos)
-    batch = pack_rows(rows, candidates, pad=n_items)
-    items, lengths, cand_items, cand_hist = batch.to_tensors(model.device)
-    out = model(items, lengths, cand_items, cand_hist)
-
-    # state after h items predicts x_h, for h = 0 .. len-1
-    valid = out.seq_mask[:, model.n_prompt:]  # [B, T]: real item positions
-    states = model.states(model.state_hidden(out)[:, :-1])  # [B, T, d]
+    items, lengths, cand_items, cand_hist = pack_rows(rows, candidates, pad=n_items).to_tensors(device)
     positives = items.clamp(max=n_items - 1)
     negs = uniform_negatives(rng, positives.cpu().numpy().reshape(-1), cfg.state_negatives, n_items)
-    negs = torch.as_tensor(negs, device=model.device).view(*positives.shape, -1)
-    keys = model.item_keys()
-    cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
-    logits = model.similarity(states, keys[cand]) / cfg.temperature
-    state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long, device=model.device))
+    return items, lengths, cand_items, cand_hist, torch.as_tensor(negs, device=device).view(*positives.shape, -1)
 
-    rewards_items = model.rewards(model.item_hidden(out))  # [B, T]
-    rewards_cand = model.rewards(out.cand_hidden)  # [B, C]
-    r_pos = torch.gather(rewards_items, 1, cand_hist.clamp(min=0))[out.cand_mask]
-    r_neg = rewards_cand[out.cand_mask]
-    reward_loss = -F.logsigmoid(r_pos - r_neg).mean()
-    loss = cfg.state_weight * state_loss + cfg.reward_weight * reward_loss
-    return {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
-            "reward_acc": (r_pos > r_neg).float().mean().detach()}
+
+class LELoss(nn.Module):
+    """State and reward losses of one batch as a module: every trainable parameter (adapters in the LM
+    pass, projections and reward head after it) is used inside this forward, which is what
+    ``DistributedDataParallel`` needs to average all their gradients."""
+
+    def __init__(self, model: LEModel, cfg: LETrainConfig, n_items: int):
+        super().__init__()
+        self.model, self.cfg, self.n_items = model, cfg, n_items
+
+    def forward(self, items: Tensor, lengths: Tensor, cand_items: Tensor, cand_hist: Tensor,
+                negs: Tensor) -> dict[str, Tensor]:
+        model, cfg = self.model, self.cfg
+        out = model(items, lengths, cand_items, cand_hist)
+
+        # state after h items predicts x_h, for h = 0 .. len-1
+        valid = out.seq_mask[:, model.n_prompt:]  # [B, T]: real item positions
+        states = model.states(model.state_hidden(out)[:, :-1])  # [B, T, d]
+        positives = items.clamp(max=self.n_items - 1)
+        keys = model.item_keys()
+        cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
+        logits = model.similarity(states, keys[cand]) / cfg.temperature
+        state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
+                                                                device=model.device))
+
+        rewards_items = model.rewards(model.item_hidden(out))  # [B, T]
+        rewards_cand = model.rewards(out.cand_hidden)  # [B, C]
+        r_pos = torch.gather(rewards_items, 1, cand_hist.clamp(min=0))[out.cand_mask]
+        r_neg = rewards_cand[out.cand_mask]
+        reward_loss = -F.logsigmoid(r_pos - r_neg).mean()
+        loss = cfg.state_weight * state_loss + cfg.reward_weight * reward_loss
+        return {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
+                "reward_acc": (r_pos > r_neg).float().mean().detach()}
+
+
+def _sum_over_ranks(sums: dict[str, float]) -> dict[str, float]:
+    """Per-key sums over all ranks (as they are without torchrun)."""
+    if not is_distributed():
+        return sums
+    total = torch.tensor(list(sums.values()), dtype=torch.float64)
+    dist.all_reduce(total)  # a CPU tensor: the gloo side of the process group
+    return dict(zip(sums, total.tolist()))
 
 
 def training_lengths(train_user: np.ndarray, train_position: np.ndarray) -> dict[int, int]:
@@ -96,7 +129,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
                    key: str | None = None, lengths: dict[int, int] | None = None) -> list[dict[str, float]]:
     """Train ``model`` on ``users``' sequences, cut to ``lengths[user]`` items when given (the training
     part, see :func:`training_lengths`); resumes from ``out_dir/train_state.pt`` when that was saved under
-    the same ``key`` (the inputs' hash; another key starts over). Returns per-epoch logs."""
+    the same ``key`` (the inputs' hash; another key starts over). Returns per-epoch logs (over all ranks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "train_state.pt"
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
@@ -113,29 +146,43 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         log.info("LE training resumes after epoch %d", start_epoch)
     sequences = {int(u): user_items(seqs, int(u))[: (lengths or {}).get(int(u))] for u in users}
     n_items = seqs.n_items
+    distributed = is_distributed()
+    loss_fn: nn.Module = LELoss(model, cfg, n_items)
+    if distributed:  # rank 0's weights reach every rank here; the buffers (item tokens, prompt) never change
+        loss_fn = DistributedDataParallel(loss_fn, device_ids=[model.device] if model.device.type == "cuda" else None,
+                                          broadcast_buffers=False)
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([seed, epoch])  # per-epoch RNG: resuming replays the same epochs
         order = rng.permutation(users)
+        step_rng = np.random.default_rng([seed, epoch, rank()]) if distributed else rng  # windows, negatives
         batches = range(0, len(order), cfg.batch_users)
         bar = progress(batches, desc=f"LE epoch {epoch + 1}/{cfg.epochs}") if progress else batches
         sums: dict[str, float] = {}
         for start in bar:
             chosen = order[start:start + cfg.batch_users]
-            rows = [_window(rng, sequences[int(u)], window) for u in chosen]
-            losses = le_losses(model, rows, [sequences[int(u)] for u in chosen], cfg, rng, n_items)
+            mine = chosen[shard(len(chosen))]  # all of them without torchrun
+            # DDP averages over ranks: weighting by the rank's share of users makes that a per-user mean. A
+            # rank without users (a batch smaller than the world) still steps, on a zero-weighted dummy.
+            weight = len(mine) * world_size() / len(chosen)
+            rows_of = mine if len(mine) else chosen[:1]
+            rows = [_window(step_rng, sequences[int(u)], window) for u in rows_of]
+            losses = loss_fn(*le_batch(rows, [sequences[int(u)] for u in rows_of], cfg, step_rng, n_items,
+                                       model.device))
             optimizer.zero_grad()
-            losses["loss"].backward()
+            (losses["loss"] * weight if distributed else losses["loss"]).backward()
             optimizer.step()
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item() * len(chosen)
+                sums[name] = sums.get(name, 0.0) + value.item() * len(mine)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+        sums = _sum_over_ranks(sums)
         record = {"epoch": epoch + 1, **{k: v / len(order) for k, v in sums.items()}}
         history.append(record)
         log.info("LE epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
-        trainable = {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
-        atomic_torch_save(state_path, {"model": trainable, "optimizer": optimizer.state_dict(),
-                                       "history": history, "epoch": epoch + 1, "key": key})
+        if is_main():  # all ranks hold the same weights and optimiser state
+            trainable = {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+            atomic_torch_save(state_path, {"model": trainable, "optimizer": optimizer.state_dict(),
+                                           "history": history, "epoch": epoch + 1, "key": key})
     model.eval()
     return history

@@ -1,4 +1,8 @@
-"""Batched full-ranking evaluation of any scorer ``(histories, lengths) -> [B, n_items]``."""
+"""Batched full-ranking evaluation of any scorer ``(histories, lengths) -> [B, n_items]``.
+
+Under torchrun each rank ranks its contiguous shard of the events and the ranks are gathered, so every
+rank computes the same metrics as one process would.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from learec import distributed
 from learec.data.splits import EvalSet
 from learec.evaluate.metrics import summarize, target_ranks
 
@@ -26,20 +31,22 @@ def mask_seen(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude_seen: bool = False,
-                  device: str | torch.device = "cpu", progress: bool = False, desc: str = "evaluate") -> np.ndarray:
-    """0-based full-ranking rank of every target in ``data``."""
+                  device: str | torch.device = "cpu", progress: bool = False, desc: str = "evaluate",
+                  rows: slice | None = None) -> np.ndarray:
+    """0-based full-ranking rank of every target in ``data`` (or of its ``rows``, a contiguous slice)."""
     if isinstance(scorer, torch.nn.Module):
         scorer.eval()
-    ranks = np.empty(len(data), dtype=np.int64)
-    for start in tqdm(range(0, len(data), batch_size), desc=desc, disable=not progress, leave=False):
-        sl = slice(start, start + batch_size)
+    first, stop, _ = (rows or slice(0, len(data))).indices(len(data))
+    ranks = np.empty(max(stop - first, 0), dtype=np.int64)
+    for start in tqdm(range(first, stop, batch_size), desc=desc, disable=not progress, leave=False):
+        sl = slice(start, min(start + batch_size, stop))
         hist = torch.from_numpy(np.asarray(data.history[sl], dtype=np.int64)).to(device)
         length = torch.from_numpy(np.asarray(data.length[sl], dtype=np.int64)).to(device)
         target = torch.from_numpy(np.asarray(data.target[sl], dtype=np.int64)).to(device)
         scores = scorer(hist, length).float()
         if exclude_seen:
             scores = mask_seen(scores, hist)
-        ranks[sl] = target_ranks(scores, target, overwrite=True).cpu().numpy()
+        ranks[sl.start - first:sl.stop - first] = target_ranks(scores, target, overwrite=True).cpu().numpy()
     return ranks
 
 
@@ -47,5 +54,8 @@ def evaluate(scorer: Scorer, data: EvalSet, event_types: list[str], ks: list[int
              exclude_seen: bool = False, device: str | torch.device = "cpu", progress: bool = False,
              desc: str = "evaluate") -> tuple[dict[str, float], np.ndarray]:
     """Metrics (HR/NDCG@k, per event type when there are several) and the per-event ranks."""
-    ranks = compute_ranks(scorer, data, batch_size, exclude_seen, device, progress, desc)
+    mine = distributed.shard(len(data))  # everything outside torchrun
+    local = compute_ranks(scorer, data, batch_size, exclude_seen, device, progress and distributed.is_main(), desc,
+                          rows=mine)
+    ranks = distributed.gather_shards(local, len(data))
     return summarize(ranks, np.asarray(data.event), event_types, ks), ranks

@@ -8,7 +8,7 @@ saves/restores its state. New methods plug in by subclassing and registering in 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -31,6 +31,11 @@ class Objective(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module], seed: int) -> None:
+        """Route the forward passes that are differentiated through ``wrap(network)`` (DistributedDataParallel,
+        which averages their gradients across ranks); ``seed`` seeds any choice every rank must make alike."""
+        raise NotImplementedError(f"{type(self).__name__} does not support distributed training")
 
     def networks_module(self) -> nn.Module:
         """Every network the objective trains (for device placement and train/eval mode)."""

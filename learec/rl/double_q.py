@@ -70,6 +70,10 @@ class DoubleQObjective(Objective):
         self.augment_q = augment_q
         self.augment_rewards = augment_rewards
         self.align_weight = align_weight
+        # under torchrun (distribute): DDP wrappers of the two copies, and one generator, seeded alike on
+        # every rank, that picks the main copy, so all ranks update (and all-reduce) the same copy
+        self._train_networks: list[nn.Module] = list(self.networks)
+        self.main_generator: torch.Generator | None = None
 
     # --- hooks for the four methods ---------------------------------------------------------------
     def in_second_phase(self) -> bool:
@@ -82,7 +86,7 @@ class DoubleQObjective(Objective):
 
     # --- one step ----------------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict[str, float]:
-        main_index = int(torch.randint(0, 2, (1,)).item())
+        main_index = int(torch.randint(0, 2, (1,), generator=self.main_generator).item())
         main, target = self.networks[main_index], self.networks[1 - main_index]
         state, length, action = batch["state"], batch["length"], batch["action"]
         le, le_next = batch.get("le_state"), batch.get("le_next_state")  # +SM: LE states for the critic
@@ -101,7 +105,7 @@ class DoubleQObjective(Objective):
             q_next_main = main.q_values(batch["next_state"], batch["next_length"], le=le_next)
             y = td_targets(reward, self.gamma, q_next_target, q_next_main, batch["done"])
 
-        q, logits, backbone_state = main(state, length, le=le, return_state=True)
+        q, logits, backbone_state = self._train_networks[main_index](state, length, le=le, return_state=True)
         q_logged = q.gather(1, action.view(-1, 1)).squeeze(1)
         loss_q = 0.5 * (y - q_logged).pow(2)
         if self.uses_negatives or use_augmented_q:
@@ -146,6 +150,10 @@ class DoubleQObjective(Objective):
                 "ce_loss": float(ce.detach().mean()), "main": main_index, "phase": 2 if second else 1}
 
     # --- bookkeeping -------------------------------------------------------------------------------
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module], seed: int) -> None:
+        self._train_networks = [wrap(network) for network in self.networks]
+        self.main_generator = torch.Generator().manual_seed(seed)
+
     def scorer(self) -> nn.Module:
         return self._scorer
 
@@ -153,9 +161,12 @@ class DoubleQObjective(Objective):
         return self.networks
 
     def state_dict(self) -> dict[str, Any]:
-        return {"networks": self.networks.state_dict(), "steps": self.steps,
-                "optimizers": [o.state_dict() for o in self.optimizers],
-                "second_optimizers": [o.state_dict() for o in self.second_optimizers]}
+        state = {"networks": self.networks.state_dict(), "steps": self.steps,
+                 "optimizers": [o.state_dict() for o in self.optimizers],
+                 "second_optimizers": [o.state_dict() for o in self.second_optimizers]}
+        if self.main_generator is not None:
+            state["main_generator"] = self.main_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.networks.load_state_dict(state["networks"])
@@ -164,3 +175,5 @@ class DoubleQObjective(Objective):
             opt.load_state_dict(s)
         for opt, s in zip(self.second_optimizers, state["second_optimizers"]):
             opt.load_state_dict(s)
+        if self.main_generator is not None and "main_generator" in state:
+            self.main_generator.set_state(state["main_generator"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +16,18 @@ class CrossEntropyObjective(Objective):
         self.model = model
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if params else None
+        self._train_model = model  # the DDP wrapper under torchrun (distribute)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        logits = self.model(batch["state"], batch["length"])
+        logits = self._train_model(batch["state"], batch["length"])
         loss = F.cross_entropy(logits, batch["action"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return {"loss": float(loss.detach())}
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module], seed: int) -> None:
+        self._train_model = wrap(self.model)
 
     def scorer(self) -> nn.Module:
         return self.model

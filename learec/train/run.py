@@ -17,11 +17,12 @@ import logging
 import time
 from pathlib import Path
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 
+from learec import distributed
 from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.errors import UserError
@@ -80,6 +81,22 @@ def log_to_file(run_dir: Path, name: str = "train.log") -> Iterator[None]:
         handler.close()
 
 
+def _prepare_once(cfg: Config) -> PreparedData:
+    """The prepared data; under torchrun rank 0 prepares it while the others wait, then all read it."""
+    if distributed.is_main():
+        data = prepare(cfg.data, log=log.info)
+    distributed.barrier()
+    return data if distributed.is_main() else prepare(cfg.data, log=log.info)
+
+
+def _on_rank_device(cfg: Config) -> Config:
+    """``train.device: cuda`` is this rank's GPU under torchrun."""
+    device = distributed.rank_device(cfg.train.device)
+    if device == cfg.train.device:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
+
+
 def _apply_threads(cfg: Config) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -112,11 +129,14 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         raise UserError(f"{run_dir} already holds a run",
                         "pass --resume to continue it, or choose another --run-dir")
 
-    with log_to_file(run_dir):
+    distributed.barrier()  # every rank has checked the run dir before rank 0 writes to it
+    with log_to_file(run_dir) if distributed.is_main() else nullcontext():
         _apply_threads(cfg)
-        cfg.save(run_dir / "config.yaml")
+        if distributed.is_main():
+            cfg.save(run_dir / "config.yaml")
+        cfg = _on_rank_device(cfg)
         seed_everything(cfg.seed)
-        data = prepare(cfg.data, log=log.info)
+        data = _prepare_once(cfg)
         le_inputs = le_inputs_for(cfg, data)
         objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
         trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
@@ -126,7 +146,9 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
                  cfg.data.dataset, cfg.data.protocol, len(data.train), data.n_items)
         trainer.fit()
         metrics = trainer.final_metrics()
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        if distributed.is_main():
+            atomic_write_json(run_dir / "metrics.json", metrics)
+        distributed.barrier()  # the run is finished for every rank once metrics.json exists
         log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
         return metrics
 
@@ -158,9 +180,9 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     for item in overrides or []:
         if not item.startswith("eval."):
             raise UserError(f"--set {item}: only eval.* keys can change when re-evaluating a run")
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    cfg = _on_rank_device(load_config(run_dir / "config.yaml", overrides))
     _apply_threads(cfg)
-    data = prepare(cfg.data, log=log.info)
+    data = _prepare_once(cfg)
     objective = load_trained_objective(cfg, data, run_dir, checkpoint)
     metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,

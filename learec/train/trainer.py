@@ -4,6 +4,13 @@ Determinism: each epoch's data order is a permutation drawn from ``(seed, epoch)
 checkpoint holds the objective (networks + optimisers), every RNG state, the position inside the epoch and
 the early-stopping state. A run killed at any point and resumed from its last checkpoint therefore takes
 exactly the steps an uninterrupted run takes.
+
+Under torchrun (DistributedDataParallel): every rank draws the same epoch order, each global batch of
+``train.batch_size`` transitions is split into equal contiguous parts, one per rank (so the step count
+and the effective batch equal one process's; the at most ``world - 1`` rows of a batch that do not
+divide evenly are left out of that step), and DDP averages the gradients. Each rank's RNG is seeded by
+``(seed, rank)`` for dropout and negatives; the checkpoint holds every rank's RNG state, so a run resumes
+exactly with the same number of ranks. Rank 0 alone writes files and logs.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from learec import distributed
 from learec.config import Config
 from learec.data.prepared import PreparedData
 from learec.data.splits import Transitions
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective
-from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json
+from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, seed_everything
 
 log = logging.getLogger("learec.train")
 
@@ -59,6 +67,12 @@ def make_batch(data: Transitions, idx: np.ndarray, device: str) -> dict[str, tor
     return batch
 
 
+def rank_rows(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank ``rank``'s equal contiguous part of a global batch (all of it in one process)."""
+    per_rank = len(idx) // world
+    return idx[rank * per_rank:(rank + 1) * per_rank]
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():  # dropout and negative sampling on a GPU draw from its generators
@@ -84,17 +98,36 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.progress = Progress()
+        if distributed.is_distributed() and objective.trainable:
+            self._distribute()
         prefix = cfg.eval.metric.split("/")[0] if "/" in cfg.eval.metric else None
         if prefix is not None and (len(data.event_types) < 2 or prefix not in data.event_types):
             raise UserError(f"eval.metric {cfg.eval.metric!r} names event type {prefix!r}, but the data's per-type "
                             f"metrics are for {data.event_types if len(data.event_types) > 1 else 'no types'}",
                             "use an event type of the data, or a plain metric like ndcg@10")
 
+    def _distribute(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = torch.device(self.cfg.train.device)
+        ids = [device] if device.type == "cuda" else None
+        # DDP copies rank 0's weights to every rank here, then averages gradients in each backward
+        self.objective.distribute(lambda m: DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False),
+                                  self.cfg.seed)
+        # dropout and negatives differ across ranks; choices all ranks share use the objective's generator
+        seed_everything(int(np.random.SeedSequence([self.cfg.seed, distributed.rank()]).generate_state(1)[0]))
+
     # --- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.ckpt_dir / "last.pt", {
-            "objective": self.objective.state_dict(), "progress": asdict(self.progress), "rng": _rng_state(),
-        })
+        rng = _rng_state()
+        if distributed.is_distributed():  # every rank's generators, so each resumes its own stream
+            ranks: list[Any] = [None] * distributed.world_size()
+            torch.distributed.all_gather_object(ranks, rng)
+            rng = {"ranks": ranks}
+        if distributed.is_main():
+            atomic_torch_save(self.ckpt_dir / "last.pt", {
+                "objective": self.objective.state_dict(), "progress": asdict(self.progress), "rng": rng,
+            })
 
     def load_checkpoint(self) -> bool:
         path = self.ckpt_dir / "last.pt"
@@ -103,11 +136,20 @@ class Trainer:
         state = torch.load(path, weights_only=False, map_location="cpu")
         self.objective.load_state_dict(state["objective"])
         self.progress = Progress(**state["progress"])
-        _set_rng_state(state["rng"])
+        rng = state["rng"]
+        if "ranks" in rng or distributed.is_distributed():
+            world = distributed.world_size()
+            saved_world = len(rng.get("ranks", [rng]))
+            if saved_world != world:
+                raise UserError(f"{path} was saved by {saved_world} process(es); this run has {world}",
+                                f"resume with torchrun --nproc_per_node {saved_world}")
+            rng = rng["ranks"][distributed.rank()] if "ranks" in rng else rng
+        _set_rng_state(rng)
         return True
 
     def _save_best(self) -> None:
-        atomic_torch_save(self.ckpt_dir / "best.pt", self.objective.scorer().state_dict())
+        if distributed.is_main():
+            atomic_torch_save(self.ckpt_dir / "best.pt", self.objective.scorer().state_dict())
 
     # --- evaluation --------------------------------------------------------------------------------
     def _evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
@@ -136,7 +178,9 @@ class Trainer:
             log.info("early stop: no improvement in %d validations", p.bad_evals)
 
     # --- the loop ----------------------------------------------------------------------------------
-    def fit(self) -> None:
+    def fit(self, validate: bool = True) -> None:
+        """Train to the end (epochs, early stop or ``train.max_steps``); ``validate`` False skips the
+        validations (benchmarks of the training steps alone)."""
         cfg, p = self.cfg, self.progress
         train = self.data.train
         n = len(train)
@@ -144,6 +188,9 @@ class Trainer:
         n_batches = (n + bs - 1) // bs
         if not self.objective.trainable:
             return
+        rank, world = distributed.rank(), distributed.world_size()
+        if world > 1 and n - (n_batches - 1) * bs < world:
+            n_batches -= 1  # a last batch too small to give every rank a row
         self.objective.train()
         while p.epoch < cfg.train.epochs and not p.stopped_early:
             order = epoch_order(cfg.seed, p.epoch, n)
@@ -151,9 +198,10 @@ class Trainer:
             n_steps = 0
             t0 = time.time()
             bar = tqdm(range(p.step_in_epoch, n_batches), desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
-                       disable=not cfg.train.progress, leave=False, mininterval=1.0)
+                       disable=not (cfg.train.progress and distributed.is_main()), leave=False, mininterval=1.0)
             for b in bar:
-                idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: contiguous reads from memory-mapped arrays
+                idx = rank_rows(order[b * bs:(b + 1) * bs], rank, world)
+                idx = np.sort(idx)  # sorted: contiguous reads from memory-mapped arrays
                 batch = make_batch(train, idx, cfg.train.device)
                 if self.le_inputs is not None:
                     self.le_inputs.add_to_batch(batch, idx, cfg.train.device)
@@ -166,14 +214,22 @@ class Trainer:
                     self.save_checkpoint()
                 if n_steps % 50 == 0:
                     bar.set_postfix(loss=f"{sums['loss'] / n_steps:.4f}")
-            p.epoch, p.step_in_epoch = p.epoch + 1, 0
+                if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
+                    break
+            out_of_steps = bool(cfg.train.max_steps) and p.global_step >= cfg.train.max_steps
+            if p.step_in_epoch == n_batches:
+                p.epoch, p.step_in_epoch = p.epoch + 1, 0
             seconds = time.time() - t0
             means = ", ".join(f"{k} {v / n_steps:.4f}" for k, v in sums.items() if k not in ("main",)) if n_steps else ""
-            log.info("epoch %d: %s; %.1f s, %.0f transitions/s", p.epoch, means, seconds,
-                     n_steps * bs / max(seconds, 1e-9))
-            if p.epoch % cfg.train.eval_every == 0 or p.epoch == cfg.train.epochs:
+            log.info("epoch %d: %s; %.1f s, %.0f transitions/s", p.epoch + (p.step_in_epoch > 0), means, seconds,
+                     n_steps * bs / max(seconds, 1e-9))  # all ranks together
+            if out_of_steps:
+                p.stopped_early = True  # the run is finished: --resume does not go on
+                log.info("stopped at the step budget (train.max_steps=%d)", cfg.train.max_steps)
+            if validate and (p.epoch % cfg.train.eval_every == 0 or p.epoch == cfg.train.epochs or out_of_steps):
                 self._validate()
-            atomic_write_json(self.run_dir / "history.json", p.history)  # before last.pt: never behind it
+            if distributed.is_main():
+                atomic_write_json(self.run_dir / "history.json", p.history)  # before last.pt: never behind it
             self.save_checkpoint()
 
     def final_metrics(self) -> dict[str, Any]:
@@ -183,6 +239,7 @@ class Trainer:
             self.objective.scorer().load_state_dict(torch.load(best, weights_only=True, map_location="cpu"))
         val, _ = self._evaluate("val")
         test, test_ranks = self._evaluate("test")
-        atomic_save_npy(self.run_dir / "test_ranks.npy", test_ranks)  # per-event ranks, for paired significance tests
+        if distributed.is_main():
+            atomic_save_npy(self.run_dir / "test_ranks.npy", test_ranks)  # per-event ranks, for paired significance tests
         return {"val": val, "test": test, "best_epoch": self.progress.best_epoch,
                 "epochs_run": self.progress.epoch, "stopped_early": self.progress.stopped_early}
