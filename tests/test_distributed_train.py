@@ -93,7 +93,7 @@ def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
     cfg = load_config(None, [*SMALL, "model.backbone=gru4rec", f"objective={objective_name}", "rl.warmup_steps=10"])
     n_items = 30
     objective = build_objective(cfg, n_items, torch.ones(n_items))
-    objective.distribute(lambda m: DistributedDataParallel(m, broadcast_buffers=False), seed=0)
+    objective.distribute(lambda m: DistributedDataParallel(m, forward_sync_buffers=False), seed=0)
     gen = np.random.default_rng(0)  # the same global data on every rank; each takes its rows
     n, length = 512, 5
     state = gen.integers(0, n_items, (n, length))

@@ -150,7 +150,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     loss_fn: nn.Module = LELoss(model, cfg, n_items)
     if distributed:  # rank 0's weights reach every rank here; the buffers (item tokens, prompt) never change
         loss_fn = DistributedDataParallel(loss_fn, device_ids=[model.device] if model.device.type == "cuda" else None,
-                                          broadcast_buffers=False)
+                                          forward_sync_buffers=False)
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([seed, epoch])  # per-epoch RNG: resuming replays the same epochs

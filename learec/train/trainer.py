@@ -112,7 +112,7 @@ class Trainer:
         device = torch.device(self.cfg.train.device)
         ids = [device] if device.type == "cuda" else None
         # DDP copies rank 0's weights to every rank here, then averages gradients in each backward
-        self.objective.distribute(lambda m: DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False),
+        self.objective.distribute(lambda m: DistributedDataParallel(m, device_ids=ids, forward_sync_buffers=False),
                                   self.cfg.seed)
         # dropout and negatives differ across ranks; choices all ranks share use the objective's generator
         seed_everything(int(np.random.SeedSequence([self.cfg.seed, distributed.rank()]).generate_state(1)[0]))
