@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger("learec")
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -65,6 +68,17 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def main_first(make: Callable[[], T]) -> T:
+    """``make()`` on rank 0, then on the other ranks, which find what rank 0 wrote (prepared data, a
+    config); once without torchrun."""
+    if is_main():
+        result = make()
+        barrier()
+        return result
+    barrier()
+    return make()
 
 
 def rank_device(device: str) -> str:

@@ -22,16 +22,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
-from learec.distributed import barrier, broadcast_object, is_distributed, is_main, rank_device
+from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first, rank_device
 from learec.env.item_tokens import train_item_tokens
 from learec.env.label import LabelCache, label_transitions
 from learec.env.model import LEModel, load_le_lm, weights_hash
@@ -42,23 +42,12 @@ from learec.train.run import log_to_file
 from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
-T = TypeVar("T")
 
 
 def _progress(cfg: Config):
     if not cfg.le.progress or not is_main():  # one progress bar: rank 0's
         return None
     return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _main_first(make: Callable[[], T]) -> T:
-    """``make()`` on rank 0, then on the other ranks, which find what rank 0 wrote (once without torchrun)."""
-    if is_main():
-        result = make()
-        barrier()
-        return result
-    barrier()
-    return make()
 
 
 def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> Config:
@@ -102,14 +91,14 @@ class LERun:
 
     def __init__(self, run_dir: Path, cfg: Config | None = None, replace_config: bool = False):
         self.run_dir = Path(run_dir)
-        self.cfg = _main_first(lambda: resolve_config(cfg, self.run_dir, replace_config))
+        self.cfg = main_first(lambda: resolve_config(cfg, self.run_dir, replace_config))
         if self.cfg.le.threads:
             torch.set_num_threads(self.cfg.le.threads)
         self._data: PreparedData | None = None
         self._lm: tuple[Any, Any] | None = None
         self._model: LEModel | None = None
         if is_distributed():  # rank 0 prepares the data, the others then read it
-            _main_first(lambda: self.data)
+            main_first(lambda: self.data)
 
     @property
     def data(self) -> PreparedData:

@@ -81,14 +81,6 @@ def log_to_file(run_dir: Path, name: str = "train.log") -> Iterator[None]:
         handler.close()
 
 
-def _prepare_once(cfg: Config) -> PreparedData:
-    """The prepared data; under torchrun rank 0 prepares it while the others wait, then all read it."""
-    if distributed.is_main():
-        data = prepare(cfg.data, log=log.info)
-    distributed.barrier()
-    return data if distributed.is_main() else prepare(cfg.data, log=log.info)
-
-
 def _on_rank_device(cfg: Config) -> Config:
     """``train.device: cuda`` is this rank's GPU under torchrun."""
     device = distributed.rank_device(cfg.train.device)
@@ -136,7 +128,7 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
             cfg.save(run_dir / "config.yaml")
         cfg = _on_rank_device(cfg)
         seed_everything(cfg.seed)
-        data = _prepare_once(cfg)
+        data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
         le_inputs = le_inputs_for(cfg, data)
         objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
         trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
@@ -182,7 +174,7 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
             raise UserError(f"--set {item}: only eval.* keys can change when re-evaluating a run")
     cfg = _on_rank_device(load_config(run_dir / "config.yaml", overrides))
     _apply_threads(cfg)
-    data = _prepare_once(cfg)
+    data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
     objective = load_trained_objective(cfg, data, run_dir, checkpoint)
     metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
