@@ -151,7 +151,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from learec.pipeline import run_pipeline
 
-    run_pipeline(args.config, workers=args.workers, threads=args.threads)
+    run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="pipeline file, e.g. configs/lea_ml100k.yaml")
     p.add_argument("--workers", type=int, default=1, help="RL runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
+    p.add_argument("--le-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2")
+    p.add_argument("--out", help="output directory instead of the file's `out` (the LE run and the report go "
+                   "inside it); with --le-set, one directory per point of an LE ablation")
     p.set_defaults(func=cmd_pipeline)
     p = sub.add_parser("report", help="Markdown + HTML report with tables and plots from grid output directories")
     p.add_argument("grid_dirs", nargs="+", metavar="GRID_DIR", help="directories written by `learec grid`/`pipeline`")

@@ -49,7 +49,12 @@ TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 
 
 def _cell_name(values: dict[str, Any]) -> str:
-    return "-".join(f"{k.split('.')[-1]}{v}" if k == "seed" else str(v) for k, v in values.items())
+    """``sasrec-snqn-seed0``: a number carries its key's last part (``augment_k3``), a name stands alone."""
+    def part(key: str, value: Any) -> str:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return f"{key.split('.')[-1]}{value}" if numeric else str(value)
+
+    return "-".join(part(k, v) for k, v in values.items())
 
 
 @dataclass
@@ -80,8 +85,10 @@ def _variants(spec: dict[str, Any], path: Path) -> tuple[dict[str, list[str]], d
     return overrides, compare
 
 
-def load_grid(path: str | Path, extra_set: list[str] | None = None, extra_keys: tuple[str, ...] = ()) -> Grid:
-    """The grid of ``path``; ``extra_set`` overrides are added to every cell (the pipeline sets lea.cache)."""
+def load_grid(path: str | Path, extra_set: list[str] | None = None, extra_keys: tuple[str, ...] = (),
+              out: str | Path | None = None) -> Grid:
+    """The grid of ``path``; ``extra_set`` overrides are added to every cell (the pipeline sets lea.cache);
+    ``out`` replaces the file's output directory."""
     path = Path(path)
     spec = read_yaml(path)
     unknown = set(spec) - {"base", "set", "out", "axes", "baseline", "variants"} - set(extra_keys)
@@ -92,7 +99,7 @@ def load_grid(path: str | Path, extra_set: list[str] | None = None, extra_keys: 
         raise UserError(f"Grid file {path} needs 'base' (a config file) and 'axes' (key -> list of values)")
     base = (path.parent / spec["base"]).resolve()
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in spec["axes"].items()}
-    out = Path(spec.get("out") or Path("runs") / path.stem)
+    out = Path(out or spec.get("out") or Path("runs") / path.stem)
     variants, compare = _variants(spec, path)
     if variants and "variant" not in axes:
         raise UserError(f"{path} defines variants but has no 'variant' axis", "add e.g. `variant: [ce, snqn]` to axes")

@@ -35,8 +35,10 @@ def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return le_run, report
 
 
-def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None) -> Path:
-    """Run (or finish) the pipeline of ``path``; returns the report directory."""
+def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None, le_set: list[str] | None = None,
+                 out: str | Path | None = None) -> Path:
+    """Run (or finish) the pipeline of ``path``; returns the report directory. ``le_set`` adds LE overrides
+    and ``out`` replaces the output directory, so one file serves every point of an LE ablation."""
     from learec.env.run import LERun
     from learec.report import build_report
 
@@ -44,8 +46,10 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None)
     spec = read_yaml(path)
     if "le" not in spec:
         raise UserError(f"Pipeline file {path} needs 'le': the LE config file (data + le sections)")
-    le_cfg = load_config(path.parent / spec["le"], spec.get("le_set") or [])
-    probe = load_grid(path, extra_set=["lea.cache=."], extra_keys=PIPELINE_KEYS)
+    le_cfg = load_config(path.parent / spec["le"], [*(spec.get("le_set") or []), *(le_set or [])])
+    probe = load_grid(path, extra_set=["lea.cache=."], extra_keys=PIPELINE_KEYS, out=out)
+    if out is not None:  # the file's le_run/report belong to its own out
+        spec = {k: v for k, v in spec.items() if k not in ("le_run", "report")}
     le_run_dir, report_dir = _paths(spec, probe.out)
     mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
     if mismatched:
@@ -67,7 +71,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None)
 
     print(f"[3/4] RL grid -> {probe.out}")
     grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
-                     extra_keys=PIPELINE_KEYS)
+                     extra_keys=PIPELINE_KEYS, out=out)
     run_grid(path, workers=workers, threads=threads, grid=grid, redo_stale=True)
 
     print(f"[4/4] report -> {report_dir}")

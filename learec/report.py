@@ -7,7 +7,10 @@ over seeds, paired tests against the baseline and against the same method withou
 - ``val_curves.png``: validation NDCG@10 over training, per variant (mean over seeds);
 - ``test_bars.png``: test NDCG@10 and HR@10 per cell group, mean ± std over seeds;
 - ``sensitivity_<grid>_<axis>.png``: test NDCG@10 against each numeric axis (e.g. ``lea.augment_k``);
-- ``le_rewards.png``: the LE reward distributions of logged actions, negatives and augmented actions.
+- ``le_rewards.png``: the LE reward distributions of logged actions, negatives and augmented actions;
+- ``le_sensitivity_<key>.png``: with several grids whose LEs differ in a numeric ``le.*`` setting (e.g. the
+  user subset, ``learec pipeline --le-set le.train.user_fraction=... --out ...`` per point), test NDCG@10
+  of each variant against that setting.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from learec.errors import UserError
 
@@ -47,6 +51,61 @@ def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
                      "test": json.loads(metrics.read_text())["test"] if metrics.is_file() else None,
                      "history": json.loads(history.read_text()) if history.is_file() else []})
     return {"dir": grid_dir, "axes": spec["axes"], "runs": runs, "table": (grid_dir / "results.md").read_text()}
+
+
+def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _le_settings(grid_dir: Path) -> dict[str, Any]:
+    """The ``le.*`` settings of the LE whose cache the grid's LE runs read (empty without one)."""
+    for run_config in sorted(grid_dir.glob("*/config.yaml")):
+        cache = ((yaml.safe_load(run_config.read_text()) or {}).get("lea") or {}).get("cache")
+        le_config = Path(cache) / "config.yaml" if cache else None
+        if le_config is not None and le_config.is_file():
+            return _flatten((yaml.safe_load(le_config.read_text()) or {}).get("le") or {}, "le.")
+    return {}
+
+
+def _plot_le_sensitivity(grids: list[dict[str, Any]], out: Path, metric: str = "ndcg@10") -> list[Path]:
+    """Test ``metric`` per variant against each numeric LE setting that differs between the grids."""
+    settings = [_le_settings(g["dir"]) for g in grids]
+    keys = sorted({k for s in settings for k in s})
+    paths = []
+    for key in keys:
+        values = [s.get(key) for s in settings]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numeric or len(set(values)) < 2:
+            continue
+        lines: dict[str, dict[float, list[float]]] = {}
+        for grid, value in zip(grids, values):
+            others = [k for k in grid["axes"] if k != "seed"]
+            for run in grid["runs"]:
+                if run["test"]:
+                    lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(value, []).append(
+                        run["test"][metric])
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, points in sorted(lines.items()):
+            xs = sorted(points)
+            ax.errorbar(xs, [np.mean(points[x]) for x in xs],
+                        yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
+                        capsize=3, label=name)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"le_sensitivity_{key.replace('.', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def _group_key(values: dict[str, Any], keys: list[str]) -> str:
@@ -210,8 +269,10 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -
                 md += ["![LE quality](le_quality.png)", ""]
         if (Path(le_run) / "label" / "manifest.json").is_file() and _plot_le_rewards(Path(le_run), out / "le_rewards.png"):
             md += ["![LE rewards](le_rewards.png)", ""]
+    grids = []
     for i, grid_dir in enumerate(grid_dirs):
         grid = _load_grid_dir(Path(grid_dir))
+        grids.append(grid)
         md += [f"## {Path(grid_dir).name}", "",
                "Test metrics, mean ± std over seeds; Δ and p: paired t-test over test events (seeds averaged), "
                "`*` marks p < 0.05.", "", grid["table"].strip(), ""]
@@ -221,6 +282,9 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -
             md += [f"![test metrics](test_bars_{i}.png)", ""]
         for path in _plot_sensitivity(grid, out, i):
             md += [f"![sensitivity]({path.name})", ""]
+    le_plots = _plot_le_sensitivity(grids, out) if len(grids) > 1 else []
+    if le_plots:
+        md += ["## Sensitivity to the LE settings", ""] + [f"![LE sensitivity]({p.name})\n" for p in le_plots]
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_markdown_to_html(text))

@@ -77,6 +77,27 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     assert len(list((out / ".stale").iterdir())) == 4  # the old ones are kept aside, not deleted
 
 
+def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Path) -> None:
+    """`--le-set` and `--out` run one pipeline file per LE setting; the report plots metrics against it."""
+    pipeline = workdir / "lea_smoke.yaml"
+    text = pipeline.read_text()
+    text = text[:text.index("axes:")] + (
+        "axes:\n  variant: [snqn, snqn+lea]\n  seed: [0]\nvariants:\n  snqn: [objective=snqn]\n"
+        "  snqn+lea: {set: [objective=snqn, lea.state=true, lea.reward=true, lea.augment=true], compare: snqn}\n")
+    pipeline.write_text(text)
+    for epochs in (1, 2):
+        assert main(["pipeline", "--config", str(pipeline), "--threads", "1", "--le-set",
+                     f"le.train.epochs={epochs}", "--out", f"runs/abl-{epochs}"]) == 0
+        out = workdir / "runs" / f"abl-{epochs}"
+        assert f"epochs: {epochs}" in (out / "le" / "config.yaml").read_text()
+        assert (out / "snqn+lea-seed0" / "metrics.json").is_file() and (out / "report" / "report.md").is_file()
+    assert not (workdir / "runs" / "lea-smoke").exists()  # the file's own out is untouched
+    assert main(["report", "runs/abl-1", "runs/abl-2", "--out", "both"]) == 0
+    assert (workdir / "both" / "le_sensitivity_le_train_epochs.png").stat().st_size > 1000
+    assert "Sensitivity to the LE settings" in (workdir / "both" / "report.md").read_text()
+    assert not list((workdir / "both").glob("le_sensitivity_le_train_lr*"))  # only what differs is plotted
+
+
 def test_pipeline_refuses_le_and_grid_on_different_data(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     pipeline = workdir / "lea_smoke.yaml"
     pipeline.write_text(pipeline.read_text().replace("set: [", "set: [data.history=5, "))
