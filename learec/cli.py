@@ -151,6 +151,9 @@ def cmd_grid(args: argparse.Namespace) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from learec.pipeline import run_pipeline
 
+    if args.le_set and not args.out:
+        raise UserError("--le-set needs --out DIR", "give each LE setting its own output directory, so runs of "
+                        "another setting are not replaced")
     run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out)
 
 
@@ -278,12 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED_COMMANDS = (cmd_train, cmd_evaluate, cmd_env_train, cmd_env_label, cmd_env_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         if distributed:  # torchrun ... -m learec: join the process group (learec.distributed)
+            if args.func not in DISTRIBUTED_COMMANDS:
+                name = args.func.__name__.removeprefix("cmd_").replace("_", " ")
+                raise UserError(f"`learec {name}` does not run under torchrun (WORLD_SIZE is set)",
+                                "torchrun runs: learec train, evaluate, env train, env label, env report; "
+                                "run grid/pipeline as one process (they start one process per run)")
             from learec.distributed import init_from_env, is_main
 
             init_from_env()

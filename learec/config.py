@@ -219,7 +219,8 @@ class LEAConfig(_Strict):
     cached_negatives: bool | None = Field(None, description="use the labelled negatives instead of fresh "
                                           "uniform ones; default: on with +RM (their LE rewards are known)")
     augment: bool = Field(False, description="+LEA: augmented positive actions in the CE and Q losses")
-    augment_k: int | None = Field(None, ge=0, description="augmented actions used per transition; default all labelled")
+    augment_k: int | None = Field(None, ge=0, description="augmented actions used per transition; default all labelled; "
+                                    "0 = none (the k = 0 point of an ablation)")
     augment_weight: float = Field(0.1, ge=0, description="lambda: weight of the CE term of augmented actions")
     augment_q: bool = Field(True, description="augmented actions also enter the Q-loss, with reward base + "
                             "reward_scale * z (their LE reward: LEA brings its rewards even without +RM)")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -122,11 +123,17 @@ def load_grid(path: str | Path, extra_set: list[str] | None = None, extra_keys: 
     return Grid(cells, out, axes, baseline, compare)
 
 
+TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+                "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
 def _run_cell(run_dir: Path, quiet: bool) -> int:
     """Each cell runs in its own process (its own threads and memory), resuming whatever is there."""
     cmd = [sys.executable, "-m", "learec", "train", "--resume", "--run-dir", str(run_dir)]
+    # a run is one process: it must not join a process group its parent's environment describes
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     with open(run_dir / "stdout.log", "a") as out:
-        return subprocess.run(cmd, stdout=out, stderr=out if quiet else None).returncode
+        return subprocess.run(cmd, stdout=out, stderr=out if quiet else None, env=env).returncode
 
 
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,

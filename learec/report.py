@@ -73,10 +73,17 @@ def _le_settings(grid_dir: Path) -> dict[str, Any]:
     return {}
 
 
+# LE settings that change how fast, not what: never a sensitivity axis
+LE_RUNTIME_KEYS = {"le.threads", "le.progress", "le.device", "le.label.batch_rows", "le.label.users_per_shard",
+                   "le.report.val_users"}
+
+
 def _plot_le_sensitivity(grids: list[dict[str, Any]], out: Path, metric: str = "ndcg@10") -> list[Path]:
-    """Test ``metric`` per variant against each numeric LE setting that differs between the grids."""
-    settings = [_le_settings(g["dir"]) for g in grids]
-    keys = sorted({k for s in settings for k in s})
+    """Test ``metric`` per variant against each numeric LE setting that differs between the grids (those
+    with an LE run)."""
+    with_le = [(g, s) for g in grids if (s := _le_settings(g["dir"]))]
+    grids, settings = [g for g, _ in with_le], [s for _, s in with_le]
+    keys = sorted({k for s in settings for k in s} - LE_RUNTIME_KEYS)
     paths = []
     for key in keys:
         values = [s.get(key) for s in settings]

@@ -166,3 +166,24 @@ def test_torchrun_train_then_sharded_evaluate_matches_one_process(data_dir, tmp_
     assert single.returncode == 0, single.stderr[-3000:]
     assert json.loads(sharded.stdout) == json.loads(single.stdout)  # rank 0 alone prints
     assert json.loads(single.stdout)["test"] == metrics["test"]
+
+
+def test_commands_that_start_their_own_processes_refuse_torchrun(tmp_path, monkeypatch, capsys):
+    from learec.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before joining any group
+    assert main(["grid", "--config", str(tmp_path / "g.yaml")]) == 2
+    assert "does not run under torchrun" in capsys.readouterr().err
+    assert not dist.is_initialized()
+
+
+def test_grid_runs_do_not_inherit_torchrun_environment(tmp_path, monkeypatch):
+    from learec import grid
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setattr(grid.subprocess, "run",
+                        lambda cmd, stdout, stderr, env: seen.update(env) or subprocess.CompletedProcess(cmd, 0))
+    assert grid._run_cell(tmp_path, quiet=True) == 0
+    assert "WORLD_SIZE" not in seen and "MASTER_PORT" not in seen and "PATH" in seen

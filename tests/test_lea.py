@@ -199,3 +199,23 @@ def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Pat
     small = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", "rl.negatives=30"])
     with pytest.raises(UserError, match="negatives per transition"):
         le_inputs_for(small, data)
+
+
+def test_augment_k_zero_uses_no_augmented_actions(data, tmp_path: Path) -> None:
+    """k = 0 of an ablation over k: no augmented tensors, the same losses as augmentation off."""
+    from learec.train.trainer import make_batch
+
+    cache = make_cache(tmp_path / "le", data)
+    losses = []
+    for extra in (["lea.augment=true", "lea.augment_k=0"], ["lea.augment=false"]):
+        cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", *extra])
+        le_inputs = le_inputs_for(cfg, data)
+        torch.manual_seed(0)
+        objective = objective_for(cfg, data, 0)
+        idx = np.arange(40)
+        batch = make_batch(data.train, idx, "cpu")
+        le_inputs.add_to_batch(batch, idx, "cpu")
+        assert "le_aug_items" not in batch
+        torch.manual_seed(1)
+        losses.append(objective.train_step(batch)["loss"])
+    assert losses[0] == losses[1]

@@ -124,3 +124,8 @@ def test_committed_lea_and_le_configs_line_up() -> None:
         assert all(cfg.data == le_cfg.data for _, _, cfg in grid.cells), pipeline
         assert any(cfg.lea.augment for _, _, cfg in grid.cells), pipeline
         assert any(cfg.objective == "ce" for _, _, cfg in grid.cells) == with_ce, pipeline
+
+
+def test_le_set_without_out_is_refused(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.train.epochs=1"]) == 2
+    assert "--le-set needs --out" in capsys.readouterr().err

@@ -173,3 +173,32 @@ def test_step_budget_ends_the_run_mid_epoch_and_resume_keeps_it_finished(data_di
     assert metrics["stopped_early"] and metrics["epochs_run"] == 0
     assert len(json.loads((run / "history.json").read_text())) == 1  # validated once, at the budget
     assert train_run(None, run, resume=True) == metrics
+
+
+def test_resume_at_the_step_budget_takes_no_extra_step(data_dir, tmp_path):
+    """Killed after a mid-epoch checkpoint taken exactly at train.max_steps: the resume takes no step."""
+    run = tmp_path / "budget"
+    train_run(_cfg("model.backbone=gru4rec", "train.epochs=5", "train.max_steps=3", "train.checkpoint_every_steps=3"),
+              run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state["progress"]["stopped_early"] = False  # as if killed between that checkpoint and the end of the loop
+    state["progress"]["history"] = []
+    torch.save(state, run / "checkpoints" / "last.pt")
+    (run / "metrics.json").unlink()
+    train_run(None, run, resume=True)
+    after = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["progress"]
+    assert after["global_step"] == 3 and after["stopped_early"]
+
+
+def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(data_dir, tmp_path):
+    from learec.errors import UserError
+
+    run = tmp_path / "ranks"
+    train_run(_cfg("model.backbone=gru4rec", "train.epochs=2", "train.max_steps=2"), run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state["rng"] = {"ranks": [state["rng"], state["rng"]]}
+    state["progress"]["stopped_early"] = False
+    torch.save(state, run / "checkpoints" / "last.pt")
+    (run / "metrics.json").unlink()
+    with pytest.raises(UserError, match="saved by 2 process"):
+        train_run(None, run, resume=True)

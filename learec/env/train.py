@@ -162,8 +162,10 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         for start in bar:
             chosen = order[start:start + cfg.batch_users]
             mine = chosen[shard(len(chosen))]  # all of them without torchrun
-            # DDP averages over ranks: weighting by the rank's share of users makes that a per-user mean. A
-            # rank without users (a batch smaller than the world) still steps, on a zero-weighted dummy.
+            # DDP averages over ranks; weighting each rank's loss (a mean over its own positions) by its
+            # share of the batch's users keeps a rank with fewer users from counting as much (close to,
+            # not exactly, one process's mean over all positions). A rank without users (a batch smaller
+            # than the world) still steps, on a zero-weighted dummy.
             weight = len(mine) * world_size() / len(chosen)
             rows_of = mine if len(mine) else chosen[:1]
             rows = [_window(step_rng, sequences[int(u)], window) for u in rows_of]

@@ -59,9 +59,10 @@ class LEInputs:
         self.done = np.asarray(data.train.done)
         k_aug = cache["aug_items"].shape[1]
         self.k_aug = k_aug if cfg.augment_k is None else min(cfg.augment_k, k_aug)
-        if cfg.augment and self.k_aug == 0:
-            raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions "
-                            "(or lea.augment_k is 0)", "label with le.label.aug_k > 0, or turn lea.augment off")
+        if cfg.augment and k_aug == 0 and cfg.augment_k != 0:
+            raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions",
+                            "label with le.label.aug_k > 0, or turn lea.augment off")
+        # lea.augment_k = 0 uses none: the k = 0 point of an ablation over k (+SM+RM when those are on)
 
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))

@@ -102,7 +102,8 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
     """
     if cfg is None and not resume:
         raise UserError("a config is needed to start a run")
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    # under torchrun every rank must use rank 0's directory (a time-stamped default could differ)
+    run_dir = Path(run_dir) if run_dir else distributed.broadcast_object(default_run_dir(cfg))
     saved_path = run_dir / "config.yaml"
     if resume and saved_path.is_file():
         saved = load_config(saved_path)

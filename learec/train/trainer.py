@@ -8,7 +8,7 @@ exactly the steps an uninterrupted run takes.
 Under torchrun (DistributedDataParallel): every rank draws the same epoch order, each global batch of
 ``train.batch_size`` transitions is split into equal contiguous parts, one per rank (so the step count
 and the effective batch equal one process's; the at most ``world - 1`` rows of a batch that do not
-divide evenly are left out of that step), and DDP averages the gradients. Each rank's RNG is seeded by
+divide evenly are left out of that step, and an epoch's last batch smaller than the world is skipped), and DDP averages the gradients. Each rank's RNG is seeded by
 ``(seed, rank)`` for dropout and negatives; the checkpoint holds every rank's RNG state, so a run resumes
 exactly with the same number of ranks. Rank 0 alone writes files and logs.
 """
@@ -131,7 +131,7 @@ class Trainer:
 
     def load_checkpoint(self) -> bool:
         path = self.ckpt_dir / "last.pt"
-        if not path.is_file():
+        if not distributed.broadcast_object(path.is_file() if distributed.is_main() else None):  # one answer
             return False
         state = torch.load(path, weights_only=False, map_location="cpu")
         self.objective.load_state_dict(state["objective"])
@@ -200,6 +200,8 @@ class Trainer:
             bar = tqdm(range(p.step_in_epoch, n_batches), desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
                        disable=not (cfg.train.progress and distributed.is_main()), leave=False, mininterval=1.0)
             for b in bar:
+                if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
+                    break  # also after a resume from a checkpoint taken at the budget
                 idx = rank_rows(order[b * bs:(b + 1) * bs], rank, world)
                 idx = np.sort(idx)  # sorted: contiguous reads from memory-mapped arrays
                 batch = make_batch(train, idx, cfg.train.device)
@@ -214,8 +216,6 @@ class Trainer:
                     self.save_checkpoint()
                 if n_steps % 50 == 0:
                     bar.set_postfix(loss=f"{sums['loss'] / n_steps:.4f}")
-                if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
-                    break
             out_of_steps = bool(cfg.train.max_steps) and p.global_step >= cfg.train.max_steps
             if p.step_in_epoch == n_batches:
                 p.epoch, p.step_in_epoch = p.epoch + 1, 0
@@ -235,7 +235,8 @@ class Trainer:
     def final_metrics(self) -> dict[str, Any]:
         """Restore the best checkpoint (by validation) and evaluate it on val and, once, on test."""
         best = self.ckpt_dir / "best.pt"
-        if self.objective.trainable and best.is_file():
+        has_best = distributed.broadcast_object(best.is_file() if distributed.is_main() else None)  # one answer
+        if self.objective.trainable and has_best:
             self.objective.scorer().load_state_dict(torch.load(best, weights_only=True, map_location="cpu"))
         val, _ = self._evaluate("val")
         test, test_ranks = self._evaluate("test")
