@@ -187,3 +187,59 @@ def test_grid_runs_do_not_inherit_torchrun_environment(tmp_path, monkeypatch):
                         lambda cmd, stdout, stderr, env: seen.update(env) or subprocess.CompletedProcess(cmd, 0))
     assert grid._run_cell(tmp_path, quiet=True) == 0
     assert "WORLD_SIZE" not in seen and "MASTER_PORT" not in seen and "PATH" in seen
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]).lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_torchrun_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(data_dir, tmp_path):
+    """Every rank's RNG state is in the checkpoint: a killed 2-rank run resumes exactly."""
+    import signal
+    import time
+
+    cfg_path = tmp_path / "cfg.yaml"
+    load_config(None, [*SMALL, "model.backbone=gru4rec", "objective=sa2c", "rl.warmup_steps=8", "train.epochs=3",
+                       "model.dropout=0.2", "train.checkpoint_every_steps=4"]).save(cfg_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run(_torchrun("train", "--config", str(cfg_path), "--run-dir", str(tmp_path / "ref")), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_torchrun("train", "--config", str(cfg_path), "--run-dir", str(killed)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "last.pt").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    ranks = _children(proc.pid)  # torchrun starts its workers in their own sessions: kill them by pid
+    for pid in [*ranks, proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in ranks):
+        time.sleep(0.02)
+    assert len(ranks) == 2
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    assert "resumed" not in (killed / "train.log").read_text()
+    resumed = subprocess.run(_torchrun("train", "--resume", "--run-dir", str(killed)), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from epoch 0" in (killed / "train.log").read_text()
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (killed, tmp_path / "ref"))
+    assert got["val"] == want["val"] and got["test"] == want["test"]
