@@ -83,22 +83,26 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
 
 def _ddp_train_worker(rank: int, world: int, store: str, out: str) -> None:
     _join(rank, world, store)
-    for name in ("ce", "snqn", "sa2c"):
+    for name in ("ce", "snqn", "sa2c", "snqn+sm+align"):
         _ddp_train(rank, world, name, f"{out}.{name}")
     dist.destroy_process_group()
 
 
 def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
     torch.manual_seed(rank)  # different initial weights: DDP must start every rank from rank 0's
-    cfg = load_config(None, [*SMALL, "model.backbone=gru4rec", f"objective={objective_name}", "rl.warmup_steps=10"])
-    n_items = 30
-    objective = build_objective(cfg, n_items, torch.ones(n_items))
+    # +SM with the alignment loss: its projection runs outside the DDP-wrapped forward
+    lea = ["lea.cache=unused", "lea.state=true", "lea.align_weight=0.5"] if "align" in objective_name else []
+    cfg = load_config(None, [*SMALL, "model.backbone=gru4rec", f"objective={objective_name.split('+')[0]}",
+                             "rl.warmup_steps=10", *lea])
+    n_items, le_dim = 30, 6
+    objective = build_objective(cfg, n_items, torch.ones(n_items), le_state_dim=le_dim if lea else 0)
     objective.distribute(lambda m: DistributedDataParallel(m, forward_sync_buffers=False), seed=0)
     gen = np.random.default_rng(0)  # the same global data on every rank; each takes its rows
     n, length = 512, 5
     state = gen.integers(0, n_items, (n, length))
     action = (state[:, -1] + 1) % n_items  # learnable: the next item follows the last one
     nxt = np.concatenate([state[:, 1:], action[:, None]], axis=1)
+    gen_le = gen.normal(size=(n, le_dim))
     losses, digests = [], []
     for step in range(25):
         idx = rank_rows(np.arange(step * 64, step * 64 + 64) % n, rank, world)
@@ -106,6 +110,9 @@ def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
                  "action": torch.as_tensor(action[idx]), "event": torch.zeros(len(idx), dtype=torch.long),
                  "next_state": torch.as_tensor(nxt[idx]), "next_length": torch.full((len(idx),), length),
                  "done": torch.zeros(len(idx), dtype=torch.bool)}
+        if lea:  # LE states of the transitions (any fixed vectors will do)
+            batch["le_state"] = torch.as_tensor(gen_le[idx], dtype=torch.float32)
+            batch["le_next_state"] = torch.as_tensor(gen_le[(idx + 1) % n], dtype=torch.float32)
         losses.append(objective.train_step(batch)["loss"])
         module = objective.networks_module()
         digests.append(torch.cat([p.detach().flatten() for p in module.parameters()]).double().sum().item())
@@ -114,9 +121,10 @@ def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
 
 
 def test_ddp_training_keeps_ranks_identical_and_learns(tmp_path):
-    """CE, SNQN and SA2C (past its warm-up): after every step both ranks hold the same weights."""
+    """CE, SNQN, SA2C (past its warm-up) and SNQN+SM with the alignment loss: after every step both ranks
+    hold the same weights."""
     mp.spawn(_ddp_train_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2)
-    for name in ("ce", "snqn", "sa2c"):
+    for name in ("ce", "snqn", "sa2c", "snqn+sm+align"):
         r0, r1 = (torch.load(tmp_path / f"out.{name}.{r}") for r in range(2))
         assert r0["digests"] == r1["digests"], name  # every parameter equal after every step
         assert np.mean(r0["losses"][-5:]) < np.mean(r0["losses"][:5]), name  # the loss falls
