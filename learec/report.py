@@ -97,22 +97,27 @@ def _plot_le_sensitivity(grids: list[dict[str, Any]], out: Path, metric: str = "
                 if run["test"]:
                     lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(value, []).append(
                         run["test"][metric])
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, points in sorted(lines.items()):
-            xs = sorted(points)
-            ax.errorbar(xs, [np.mean(points[x]) for x in xs],
-                        yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
-                        capsize=3, label=name)
-        ax.set_xlabel(key)
-        ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
         path = out / f"le_sensitivity_{key.replace('.', '_')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _plot_lines(lines, key, f"test {metric} (mean ± std over seeds)", path)
         paths.append(path)
     return paths
+
+
+def _plot_lines(lines: dict[str, dict[float, list[float]]], xlabel: str, ylabel: str, path: Path) -> None:
+    """One line per group: the mean (± std) of its values at each x."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in sorted(lines.items()):
+        xs = sorted(points)
+        ax.errorbar(xs, [np.mean(points[x]) for x in xs],
+                    yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
+                    capsize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _group_key(values: dict[str, Any], keys: list[str]) -> str:
@@ -180,20 +185,8 @@ def _plot_sensitivity(grid: dict[str, Any], out: Path, index: int, metric: str =
                     run["values"][axis], []).append(run["test"][metric])
         if not lines:
             continue
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, points in sorted(lines.items()):
-            xs = sorted(points)
-            ax.errorbar(xs, [np.mean(points[x]) for x in xs],
-                        yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
-                        capsize=3, label=name)
-        ax.set_xlabel(axis)
-        ax.set_ylabel(f"test {metric}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
         path = out / f"sensitivity_{index}_{axis.replace('.', '_')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _plot_lines(lines, axis, f"test {metric}", path)
         paths.append(path)
     return paths
 

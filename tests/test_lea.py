@@ -154,21 +154,12 @@ def test_lea_config_validation() -> None:
 
 def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
     """A -1 slot contributes nothing: the losses equal those of the same cache read with one slot fewer."""
-    from learec.train.trainer import make_batch
-
     losses = []
     for k, empty in ((3, True), (2, False)):
         cache = make_cache(tmp_path / f"le{k}", data, empty_last_slot=empty)
         cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.augment=true",
                                  f"lea.augment_k={k}", "lea.augment_weight=0.5"])
-        le_inputs = le_inputs_for(cfg, data)
-        torch.manual_seed(0)
-        objective = objective_for(cfg, data, 0)
-        idx = np.arange(40)
-        batch = make_batch(data.train, idx, "cpu")
-        le_inputs.add_to_batch(batch, idx, "cpu")
-        torch.manual_seed(1)
-        losses.append(objective.train_step(batch))
+        losses.append(_first_step(cfg, data)[1])
     assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-6)
     assert losses[0]["q_loss"] == pytest.approx(losses[1]["q_loss"], rel=1e-6)
 
@@ -203,19 +194,25 @@ def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Pat
 
 def test_augment_k_zero_uses_no_augmented_actions(data, tmp_path: Path) -> None:
     """k = 0 of an ablation over k: no augmented tensors, the same losses as augmentation off."""
-    from learec.train.trainer import make_batch
-
     cache = make_cache(tmp_path / "le", data)
     losses = []
     for extra in (["lea.augment=true", "lea.augment_k=0"], ["lea.augment=false"]):
         cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", *extra])
-        le_inputs = le_inputs_for(cfg, data)
-        torch.manual_seed(0)
-        objective = objective_for(cfg, data, 0)
-        idx = np.arange(40)
-        batch = make_batch(data.train, idx, "cpu")
-        le_inputs.add_to_batch(batch, idx, "cpu")
+        batch, logs = _first_step(cfg, data)
         assert "le_aug_items" not in batch
-        torch.manual_seed(1)
-        losses.append(objective.train_step(batch)["loss"])
+        losses.append(logs["loss"])
     assert losses[0] == losses[1]
+
+
+def _first_step(cfg, data) -> tuple[dict, dict]:
+    """The batch of the first 40 transitions with their LE inputs, and the logs of one step on it (seeded)."""
+    from learec.train.trainer import make_batch
+
+    le_inputs = le_inputs_for(cfg, data)
+    torch.manual_seed(0)
+    objective = objective_for(cfg, data, 0)
+    idx = np.arange(40)
+    batch = make_batch(data.train, idx, "cpu")
+    le_inputs.add_to_batch(batch, idx, "cpu")
+    torch.manual_seed(1)
+    return batch, objective.train_step(batch)
