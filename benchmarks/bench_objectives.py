@@ -22,10 +22,10 @@ from learec.train.trainer import epoch_order, make_batch
 OBJECTIVES = ("ce", "sqn", "sac", "snqn", "sa2c")
 
 
-def step_ms(backbone: str, objective: str, steps: int, warmup: int = 5) -> float:
+def step_ms(backbone: str, objective: str, steps: int, warmup: int = 5, overrides: tuple[str, ...] = ()) -> float:
     # warmup_steps=0 so SA2C/SAC are timed in their (costlier) second phase.
     cfg = load_config(None, [f"model.backbone={backbone}", f"objective={objective}", "data.protocol=sqn",
-                             "data.history=10", "rl.warmup_steps=0"])
+                             "data.history=10", "rl.warmup_steps=0", *overrides])
     data = prepare(cfg.data, log=lambda *_: None)
     torch.manual_seed(0)
     obj = objective_for(cfg, data)
@@ -45,6 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--backbones", nargs="+", default=["gru4rec", "caser", "nextitnet", "sasrec"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run, e.g. --set model.dropout=0.0")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -52,8 +55,8 @@ def main() -> None:
     print("\n## step time, ms (ratio to CE on the same backbone)")
     print("| backbone | " + " | ".join(OBJECTIVES) + " |")
     print("|---" * (len(OBJECTIVES) + 1) + "|")
-    for backbone in ("gru4rec", "caser", "nextitnet", "sasrec"):
-        times = {o: step_ms(backbone, o, args.steps) for o in OBJECTIVES}
+    for backbone in args.backbones:
+        times = {o: step_ms(backbone, o, args.steps, overrides=tuple(args.overrides)) for o in OBJECTIVES}
         cells = [f"{times[o]:.1f} ({times[o] / times['ce']:.2f}x)" for o in OBJECTIVES]
         print(f"| {backbone} | " + " | ".join(cells) + " |")
 

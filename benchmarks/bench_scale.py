@@ -25,7 +25,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from learec.distributed import torchrun_command
 
 DATA_SETTINGS = ["data.dataset=scale", "data.protocol=sqn", "data.history=10", "data.min_user_interactions=0",
                  "data.min_item_interactions=0"]
@@ -139,12 +140,6 @@ def worker(args: argparse.Namespace) -> None:
     distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run ``cmd``; its wall seconds and the peak RSS (MiB) of its largest process."""
     t0 = time.time()
@@ -193,9 +188,8 @@ def main() -> None:
         results = {}
         for world, threads in ((1, 2), (2, 1)):
             out = work / f"train-{world}.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port",
-                   str(_free_port()), __file__, "--worker", "--raw", str(raw), "--run-dir", str(work / f"run-{world}"),
-                   "--out", str(out), "--threads", str(threads), "--steps", str(args.steps),
+            cmd = [*torchrun_command(world, __file__), "--worker", "--raw", str(raw),
+                   "--run-dir", str(work / f"run-{world}"), "--out", str(out), "--threads", str(threads), "--steps", str(args.steps),
                    "--warmup-steps", str(args.warmup_steps), *(["--full-epoch"] if args.full_epoch else [])]
             wall, _ = _child(cmd, {**env, "OMP_NUM_THREADS": str(threads)})
             res = json.loads(out.read_text())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -120,6 +122,16 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def torchrun_command(nproc: int, *args: str) -> list[str]:
+    """``python -m torch.distributed.run`` with ``nproc`` local processes on a free port, then ``args``
+    (e.g. ``-m learec train ...``): how tests and benchmarks launch several ranks on one machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(port), *args]
 
 
 def shutdown() -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from learec.config import load_config
+from learec.distributed import torchrun_command
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.env.label import load_label_cache
@@ -36,12 +35,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     torch.set_num_threads(1)
     generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
     return tmp_path / "data"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ddp_le_worker(rank: int, root: str) -> None:
@@ -80,8 +73,7 @@ def test_ddp_le_training_keeps_ranks_identical_and_lowers_losses(data_dir: Path,
 
 
 def _torchrun(*args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "learec", *args]
+    cmd = torchrun_command(2, "-m", "learec", *args)
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

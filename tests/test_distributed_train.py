@@ -6,7 +6,6 @@ In-process tests spawn two ranks joined by a file-based process group; end-to-en
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +28,6 @@ from learec.train.trainer import rank_rows
 
 SMALL = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.hidden=16", "train.batch_size=64",
          "train.threads=1", "train.progress=false", "train.patience=0", "eval.batch_size=128"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _join(rank: int, world: int, store: str) -> None:
@@ -146,8 +139,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(_free_port()), "-m", "learec", *args]
+    return distributed.torchrun_command(2, "-m", "learec", *args)
 
 
 def test_torchrun_train_then_sharded_evaluate_matches_one_process(data_dir, tmp_path):
