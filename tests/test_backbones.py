@@ -177,3 +177,27 @@ def test_popularity_recommender() -> None:
     assert list(pop.parameters()) == []
     scores[0, 0] = -1  # callers may mask in place without corrupting the counts
     assert pop.item_counts[0] == 3.0
+
+
+def test_sasrec_attention_equals_torch_sdpa() -> None:
+    from learec.models.sasrec import MaskDropout, causal_attention
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 7, 8, generator=g) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(causal_attention(q, k, v, MaskDropout(0.5).eval()), expected)
+
+
+def test_mask_dropout_keeps_with_probability_1_minus_p_and_rescales() -> None:
+    from learec.models.sasrec import MaskDropout
+
+    torch.manual_seed(0)
+    drop = MaskDropout(0.3).train()
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()  # the gradient flows through kept entries only, with the same scale
+    torch.testing.assert_close(x.grad, y.detach())
+    assert torch.equal(drop.eval()(x), x) and torch.equal(MaskDropout(0.0).train()(x), x)
