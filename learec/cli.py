@@ -90,8 +90,10 @@ def cmd_env_train(args: argparse.Namespace) -> None:
 def cmd_env_label(args: argparse.Namespace) -> None:
     from learec.env.run import env_label
 
-    cache = env_label(Path(args.run_dir))
+    cache = env_label(Path(args.run_dir), eval_states=args.eval_states)
     print(f"labelled {len(cache)} transitions: {cache.path}")
+    if args.eval_states:
+        print(f"LE states of the validation and test events: {Path(args.run_dir) / 'eval_states'}")
 
 
 def cmd_env_report(args: argparse.Namespace) -> None:
@@ -217,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Writes RUN_DIR/label/: memory-mappable arrays and a manifest. A complete, "
                         "valid cache is reused; a stale or corrupt one is rebuilt; an interrupted one resumes.")
     p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+    p.add_argument("--eval-states", action="store_true",
+                   help="also write RUN_DIR/eval_states/: the LE state of every validation and test event, which "
+                   "runs with lea.state_to_actor=true (the LE state in the ranking head) are evaluated with")
     p.set_defaults(func=cmd_env_label)
     p = esub.add_parser("report", help="LE quality on validation users (state model as a recommender, reward "
                         "accuracy): RUN_DIR/le_report.json and .png")

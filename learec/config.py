@@ -210,6 +210,9 @@ class LEAConfig(_Strict):
     cache_key: str | None = Field(None, description="if set, the cache must have this key (the pipeline sets it, "
                                   "so a relabelled cache makes runs trained on the old one stale)")
     state: bool = Field(False, description="+SM: the LE state (projected) enters the Q-head (critic only)")
+    state_to_actor: bool = Field(False, description="+SM: the LE state (projected) also enters the CE head, which "
+                                 "ranks items; evaluation then reads the LE states of the evaluation events "
+                                 "(`learec env label --eval-states`), and the model cannot be served without the LLM")
     state_source: Literal["state", "state_pca"] = Field("state", description="the cache's states, or their PCA "
                                                          "reduction (labelled with le.label.pca_dim > 0)")
     align_weight: float = Field(0.0, ge=0, description="+SM: weight of a cosine alignment loss between the "
@@ -255,6 +258,11 @@ class Config(_Strict):
             if self.lea.reward and not self.lea.use_cached_negatives and self.objective in ("snqn", "sa2c"):
                 raise ValueError("lea.reward gives rewards to the labelled negatives only: keep "
                                  "lea.cached_negatives on (the default with lea.reward)")
+            if self.lea.state_to_actor and not self.lea.state:
+                raise ValueError("lea.state_to_actor needs lea.state=true")
+            if self.lea.state_to_actor and self.lea.state_source != "state":
+                raise ValueError("lea.state_to_actor reads the full LE states of the evaluation events: "
+                                 "use lea.state_source=state")
             if self.lea.align_weight and not self.lea.state:
                 raise ValueError("lea.align_weight needs lea.state=true (the LE states it aligns with)")
             if self.lea.state and self.rl.rank_by == "q":

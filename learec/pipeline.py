@@ -1,5 +1,7 @@
 """The LEA pipeline from one file: item tokens -> LE training -> labelling -> LE report -> grid -> report.
 
+Labelling includes the LE states of the evaluation events when a run sets lea.state_to_actor.
+
 Pipeline file = a grid file (see :mod:`learec.grid`, usually with ``variants``) plus::
 
     le: le_ml100k.yaml            # the LE config (data + le sections), relative to this file
@@ -63,6 +65,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print("[2/4] LE: labelling every training transition, and the LE quality report")
     cache = le.label()
     assert cache is not None
+    if any(cfg.lea.state_to_actor for _, _, cfg in probe.cells):  # their CE head reads LE states at evaluation
+        le.eval_states()
     report_json = le_run_dir / "le_report.json"
     report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump()})
     if not _report_is_current(report_json, report_key):

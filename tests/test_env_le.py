@@ -179,6 +179,37 @@ def test_labels_equal_naive_per_prompt_forwards(data_dir: Path, window: int) -> 
         np.testing.assert_allclose(aug_r[i], naive["neg_rewards"], atol=1e-4)
 
 
+def test_eval_states_equal_naive_forwards_and_are_reused(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # window 6: a user's evaluation events span several rows, each starting part-way through the history
+    cfg = smoke_config("le.model.window=6", "le.train.epochs=1", "le.label.batch_rows=3")
+    run = LERun(data_dir.parent / "run", cfg)
+    run.model()
+    states = run.eval_states()
+    model = run.model(train=False)
+    rng = np.random.default_rng(1)
+    for split in ("val", "test"):
+        data = getattr(run.data, split)
+        assert states[split].shape == (len(data), model.cfg.state_dim)
+        users, positions = np.asarray(data.user), np.asarray(data.position)
+        for i in rng.choice(len(data), size=6, replace=False):
+            user, pos = int(users[i]), int(positions[i])
+            mine = np.sort(positions[users == user])
+            start = next(s for s in plan_segments(user, mine, 6) if s.first <= pos < s.end).start
+            naive = _naive_labels(run, model, user, pos, np.array([0]), start)
+            np.testing.assert_allclose(states[split][i].astype(np.float32), naive["state"], atol=2e-3, rtol=2e-3)
+    # complete and current: reused; a corrupt array: rebuilt, with the same content
+    val = np.array(states["val"])
+    path = run.run_dir / "eval_states" / "val.npy"
+    with caplog.at_level("INFO", logger="learec"):
+        run.eval_states()
+    assert "reused" in caplog.text
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert cache_problem(path.parent).startswith("corrupt")
+    assert np.array_equal(np.asarray(run.eval_states()["val"]), val)
+
+
 def _arrays(cache) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in cache.arrays.items()}
 
@@ -223,6 +254,9 @@ def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pyte
     base = ["--config", str(SMOKE), "--set", "le.progress=false", "--run-dir", str(run_dir)]
     assert main(["env", "train", *base]) == 0
     assert main(["env", "label", "--run-dir", str(run_dir)]) == 0
+    assert not (run_dir / "eval_states").exists()  # only on request
+    assert main(["env", "label", "--run-dir", str(run_dir), "--eval-states"]) == 0
+    assert cache_problem(run_dir / "eval_states") is None
     assert main(["env", "report", "--run-dir", str(run_dir)]) == 0
     report = json.loads((run_dir / "le_report.json").read_text())
     for key in ("state_ndcg@10", "pop_ndcg@10", "reward_pairwise_acc"):

@@ -13,7 +13,7 @@ from learec.config import load_config
 from learec.data.prepared import prepare
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
-from learec.env.label import write_label_cache
+from learec.env.label import seal_cache, write_label_cache
 from learec.errors import UserError
 from learec.rl.networks import HeadScorer
 from learec.serve.export import export_run
@@ -150,6 +150,8 @@ def test_lea_config_validation() -> None:
         load_config(None, ["objective=snqn", "lea.reward=true"])
     with pytest.raises(UserError, match="rank by the CE head"):
         load_config(None, ["objective=snqn", "lea.state=true", "lea.cache=x", "rl.rank_by=q"])
+    with pytest.raises(UserError, match="needs lea.state=true"):
+        load_config(None, ["objective=snqn", "lea.state_to_actor=true", "lea.reward=true", "lea.cache=x"])
 
 
 def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
@@ -216,3 +218,51 @@ def _first_step(cfg, data) -> tuple[dict, dict]:
     le_inputs.add_to_batch(batch, idx, "cpu")
     torch.manual_seed(1)
     return batch, objective.train_step(batch)
+
+
+def write_eval_states(cache: Path, data, states: dict[str, np.ndarray]) -> None:
+    """eval_states/ as `learec env label --eval-states` writes it, from given arrays."""
+    out = cache / "eval_states"
+    out.mkdir(exist_ok=True)
+    for split, values in states.items():
+        np.save(out / f"{split}.npy", values.astype(np.float16))
+    seal_cache(out, {"fingerprint": {"data": data.manifest["key"]}, "complete": False}, list(states))
+
+
+def test_state_to_actor_ranks_with_the_le_states_of_the_evaluation_events(data, tmp_path: Path) -> None:
+    cache = make_cache(tmp_path / "le", data)
+    cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.state=true", "lea.state_to_actor=true"])
+    with pytest.raises(UserError, match="eval-states"):  # validation needs them: refused before any training
+        train_run(cfg, tmp_path / "refused")
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+    rng = np.random.default_rng(5)
+    states = {split: rng.normal(size=(len(getattr(data, split)), 8)) for split in ("val", "test")}
+    write_eval_states(cache, data, states)
+    metrics = train_run(cfg, tmp_path / "run")
+
+    # the test metrics are those of the CE head fed each test event's LE state (an independent loop)
+    objective = objective_for(cfg, data, 8)
+    scorer = objective.scorer().eval()
+    scorer.load_state_dict(torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True))
+    net = scorer.network
+    assert net.actor_le_proj is not None
+    test = data.test
+    ndcg = []
+    with torch.no_grad():
+        for i in range(len(test)):
+            hist = torch.as_tensor(np.array(test.history[i:i + 1]), dtype=torch.long)
+            length = torch.as_tensor(np.array(test.length[i:i + 1]), dtype=torch.long)
+            le = torch.as_tensor(states["test"][i:i + 1].astype(np.float16).astype(np.float32))
+            scores = net.ce_head(net.backbone(hist, length) + net.actor_le_proj(le))[0]
+            rank = int((scores > scores[int(test.target[i])]).sum())
+            ndcg.append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
+        with pytest.raises(ValueError, match="reads LE states"):
+            scorer(hist, length)
+    assert metrics["test"]["ndcg@10"] == pytest.approx(float(np.mean(ndcg)), abs=1e-6)
+    assert evaluate_run(tmp_path / "run")["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
+    # other LE states for the test events: other rankings
+    write_eval_states(cache, data, {"val": states["val"], "test": rng.normal(size=states["test"].shape)})
+    assert evaluate_run(tmp_path / "run")["ndcg@10"] != pytest.approx(metrics["test"]["ndcg@10"])
+    # such a model cannot be served without the LLM
+    with pytest.raises(UserError, match="cannot be served without the LLM"):
+        export_run(tmp_path / "run", tmp_path / "model")

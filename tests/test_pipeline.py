@@ -44,14 +44,16 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     report = out / "report"
     assert "report.md" in capsys.readouterr().out
     text = (report / "report.md").read_text()
-    for variant in ("ce", "snqn", "snqn+sm", "snqn+rm", "snqn+lea", "sa2c", "sa2c+sm+rm+lea"):
+    for variant in ("ce", "snqn", "snqn+sm", "snqn+sm+actor", "snqn+rm", "snqn+lea", "sa2c", "sa2c+sm+rm+lea"):
         assert f"| {variant} |" in text
     assert "(baseline)" in text and "vs same method without LE" in text
     for png in ("le_quality.png", "le_rewards.png", "val_curves_0.png", "test_bars_0.png"):
         assert (report / png).stat().st_size > 1000, png
     assert "<table>" in (report / "report.html").read_text()
     first = _mtimes(out)
-    assert len([k for k in first if k.endswith("metrics.json")]) == 7
+    assert len([k for k in first if k.endswith("metrics.json")]) == 8
+    # a run with the LE state in its ranking head made the pipeline write the evaluation events' LE states
+    assert (out / "le" / "eval_states" / "test.npy").is_file()
 
     # a second run redoes nothing
     assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
@@ -73,8 +75,9 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     changed = {k for k, v in _mtimes(out).items() if first.get(k) != v}
     assert "le/le/heads.pt" in changed
     redone = {k.split("/")[0] for k in changed if k.endswith("metrics.json")}
-    assert redone == {"snqn+sm-seed0", "snqn+rm-seed0", "snqn+lea-seed0", "sa2c+sm+rm+lea-seed0"}
-    assert len(list((out / ".stale").iterdir())) == 4  # the old ones are kept aside, not deleted
+    assert redone == {"snqn+sm-seed0", "snqn+sm+actor-seed0", "snqn+rm-seed0", "snqn+lea-seed0",
+                      "sa2c+sm+rm+lea-seed0"}
+    assert len(list((out / ".stale").iterdir())) == 5  # the old ones are kept aside, not deleted
 
 
 def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Path) -> None:

@@ -291,13 +291,13 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
         _join_shards(out_dir, spec, shard_rows)
         if cfg.pca_dim:
             _write_pca(out_dir, cfg.pca_dim)
-        _seal(out_dir, manifest, [*spec, *(["state_pca"] if cfg.pca_dim else [])])
+        seal_cache(out_dir, manifest, [*spec, *(["state_pca"] if cfg.pca_dim else [])])
         shutil.rmtree(out_dir / SHARDS)
     barrier()  # the cache is sealed
     return load_label_cache(out_dir, fingerprint, verify=is_main())
 
 
-def _seal(out_dir: Path, manifest: dict[str, Any], names: list[str]) -> None:
+def seal_cache(out_dir: Path, manifest: dict[str, Any], names: list[str]) -> None:
     """Record the arrays' checksums and mark the cache complete (the manifest is written last)."""
     manifest["checksums"] = {name: _sha256(out_dir / f"{name}.npy") for name in names}
     manifest["complete"] = True
@@ -317,7 +317,7 @@ def write_label_cache(out_dir: Path, arrays: dict[str, np.ndarray], fingerprint:
         np.save(out_dir / f"{name}.npy", arrays[name].astype(dtype))
     manifest = {"fingerprint": fingerprint, "transitions": n, "negatives": k_neg, "aug_k": spec["aug_items"][0][1],
                 "state_dim": spec["state"][0][1], "complete": False}
-    _seal(out_dir, manifest, list(spec))
+    seal_cache(out_dir, manifest, list(spec))
     return load_label_cache(out_dir, fingerprint)
 
 

@@ -7,6 +7,7 @@ Layout::
     item_tokens.pt       learned item embeddings + their report (NLL before/after), keyed by their inputs
     le/                  adapter/ (peft), heads.pt, train_state.pt (resume point), done.json
     label/               the labelling cache (see learec.env.label)
+    eval_states/         LE states of the validation and test events, on demand (learec.env.eval_states)
     le_report.json/.png  LE quality on validation users
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
@@ -33,6 +34,7 @@ from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first, rank_device
 from learec.env.item_tokens import train_item_tokens
+from learec.env.eval_states import EVAL_STATES, write_eval_states
 from learec.env.label import LabelCache, label_transitions
 from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import le_quality, plot_quality
@@ -203,6 +205,23 @@ class LERun:
                                  self.cfg.le.model.window, self.run_dir / "label", self.label_fingerprint(model),
                                  progress=_progress(self.cfg), stop_after_shards=stop_after_shards)
 
+    def eval_states_fingerprint(self, model: LEModel) -> dict[str, Any]:
+        return {"lm": self.cfg.le.lm or "default", "le_weights": weights_hash(model), "data": self.data.manifest["key"],
+                "window": self.cfg.le.model.window}
+
+    def eval_states(self) -> LabelCache:
+        """The LE states of the validation and test events (for lea.state_to_actor); rank 0 computes them
+        under torchrun while the others wait."""
+        model = self.model(train=False)  # on every rank: loading the LE is collective
+        fingerprint = self.eval_states_fingerprint(model)
+
+        def build() -> LabelCache:
+            return write_eval_states(model, self.data.sequences, {"val": self.data.val, "test": self.data.test},
+                                     self.cfg.le.model.window, self.cfg.le.label.batch_rows,
+                                     self.run_dir / EVAL_STATES, fingerprint, progress=_progress(self.cfg))
+
+        return main_first(build)
+
     # --- the quality report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         model = self.model(train=False)
@@ -233,11 +252,14 @@ def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
         return json.loads((run.run_dir / "le" / "done.json").read_text())
 
 
-def env_label(run_dir: Path) -> LabelCache:
+def env_label(run_dir: Path, eval_states: bool = False) -> LabelCache:
+    """Label the training transitions; with ``eval_states`` also the LE states of the evaluation events."""
     run = LERun(run_dir)
     with _run_log(run):
         cache = run.label()
         assert cache is not None
+        if eval_states:
+            run.eval_states()
         return cache
 
 

@@ -1,5 +1,8 @@
 """Batched full-ranking evaluation of any scorer ``(histories, lengths) -> [B, n_items]``.
 
+``features`` (optional) are arrays aligned with the evaluation events, passed to the scorer batch by
+batch as keyword tensors: the LE states of a model trained with lea.state_to_actor (``le=``).
+
 Under torchrun each rank ranks its contiguous shard of the events and the ranks are gathered, so every
 rank computes the same metrics as one process would.
 """
@@ -32,8 +35,11 @@ def mask_seen(scores: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude_seen: bool = False,
                   device: str | torch.device = "cpu", progress: bool = False, desc: str = "evaluate",
-                  rows: slice | None = None) -> np.ndarray:
+                  rows: slice | None = None, features: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """0-based full-ranking rank of every target in ``data`` (or of its ``rows``, a contiguous slice)."""
+    for name, values in (features or {}).items():
+        if len(values) != len(data):
+            raise ValueError(f"feature {name!r} has {len(values)} rows for {len(data)} evaluation events")
     if isinstance(scorer, torch.nn.Module):
         scorer.eval()
     first, stop, _ = (rows or slice(0, len(data))).indices(len(data))
@@ -43,7 +49,9 @@ def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude
         hist = torch.from_numpy(np.asarray(data.history[sl], dtype=np.int64)).to(device)
         length = torch.from_numpy(np.asarray(data.length[sl], dtype=np.int64)).to(device)
         target = torch.from_numpy(np.asarray(data.target[sl], dtype=np.int64)).to(device)
-        scores = scorer(hist, length).float()
+        extra = {name: torch.from_numpy(np.asarray(values[sl], dtype=np.float32)).to(device)
+                 for name, values in (features or {}).items()}
+        scores = scorer(hist, length, **extra).float()
         if exclude_seen:
             scores = mask_seen(scores, hist)
         ranks[sl.start - first:sl.stop - first] = target_ranks(scores, target, overwrite=True).cpu().numpy()
@@ -52,10 +60,11 @@ def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude
 
 def evaluate(scorer: Scorer, data: EvalSet, event_types: list[str], ks: list[int], batch_size: int = 1024,
              exclude_seen: bool = False, device: str | torch.device = "cpu", progress: bool = False,
-             desc: str = "evaluate") -> tuple[dict[str, float], np.ndarray]:
+             desc: str = "evaluate", features: dict[str, np.ndarray] | None = None
+             ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics (HR/NDCG@k, per event type when there are several) and the per-event ranks."""
     mine = distributed.shard(len(data))  # everything outside torchrun
     local = compute_ranks(scorer, data, batch_size, exclude_seen, device, progress and distributed.is_main(), desc,
-                          rows=mine)
+                          rows=mine, features=features)
     ranks = distributed.gather_shards(local, len(data))
     return summarize(ranks, np.asarray(data.event), event_types, ks), ranks

@@ -16,7 +16,7 @@ import torch
 
 from learec.config import LEAConfig
 from learec.data.prepared import PreparedData
-from learec.env.label import load_label_cache
+from learec.env.label import cache_problem, load_label_cache
 from learec.errors import UserError
 from learec.rl.base import Batch
 from learec.rl.rewards import RewardSource
@@ -63,6 +63,24 @@ class LEInputs:
             raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions",
                             "label with le.label.aug_k > 0, or turn lea.augment off")
         # lea.augment_k = 0 uses none: the k = 0 point of an ablation over k (+SM+RM when those are on)
+
+    def eval_features(self, split: str) -> dict[str, np.ndarray]:
+        """``{"le": states}`` of the ``split`` events, for a CE head that reads LE states (lea.state_to_actor),
+        from the LE run's ``eval_states/``, which must come from the same LE and data as the labels."""
+        from learec.env.eval_states import EVAL_STATES
+
+        path = Path(self.cfg.cache or "") / EVAL_STATES
+        how = f"run `learec env label --run-dir {self.cfg.cache} --eval-states`"
+        problem = cache_problem(path)
+        if problem is not None:
+            raise UserError(f"lea.state_to_actor ranks with the LE state of each evaluation event, and the LE states "
+                            f"of the evaluation events in {path} are {problem}", how)
+        states = load_label_cache(path, verify=False)
+        made_by, labels_by = states.manifest["fingerprint"], self.cache.manifest["fingerprint"]
+        if any(made_by.get(k) != labels_by.get(k) for k in ("le_weights", "data", "window", "lm")):
+            raise UserError(f"The LE states of the evaluation events in {path} were made by another LE or for other "
+                            "data than the labels this run trains on", how)
+        return {"le": states[split]}
 
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))

@@ -14,15 +14,18 @@ class QNetwork(nn.Module):
     With ``le_dim`` (+SM), the LE state of the transition, projected to the backbone's width, is added
     to ``s_t`` at the Q-head's input only: the critic sees the LE, the actor (CE head, which ranks items)
     does not, so the served model needs no LLM. With ``align_dim``, ``align_proj`` maps ``s_t`` into the
-    LE state space for the optional alignment loss.
+    LE state space for the optional alignment loss. With ``le_to_actor`` (lea.state_to_actor) the CE head
+    gets the LE state too, through its own projection: ranking then needs the LE.
     """
 
-    def __init__(self, backbone: Backbone, n_items: int, le_dim: int = 0, align_dim: int = 0) -> None:
+    def __init__(self, backbone: Backbone, n_items: int, le_dim: int = 0, align_dim: int = 0,
+                 le_to_actor: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.q_head = nn.Linear(backbone.out_dim, n_items)
         self.ce_head = nn.Linear(backbone.out_dim, n_items)
         self.le_proj = nn.Linear(le_dim, backbone.out_dim) if le_dim else None
+        self.actor_le_proj = nn.Linear(le_dim, backbone.out_dim) if le_dim and le_to_actor else None
         self.align_proj = nn.Linear(backbone.out_dim, align_dim) if align_dim else None
 
     def _q(self, state: torch.Tensor, le: torch.Tensor | None) -> torch.Tensor:
@@ -30,10 +33,17 @@ class QNetwork(nn.Module):
             state = state + self.le_proj(le.float())
         return self.q_head(state)
 
+    def ce_logits(self, state: torch.Tensor, le: torch.Tensor | None) -> torch.Tensor:
+        if self.actor_le_proj is not None:
+            if le is None:
+                raise ValueError("this network's CE head reads LE states (lea.state_to_actor): pass le=")
+            state = state + self.actor_le_proj(le.float())
+        return self.ce_head(state)
+
     def forward(self, histories: torch.Tensor, lengths: torch.Tensor, le: torch.Tensor | None = None,
                 return_state: bool = False):
         state = self.backbone(histories, lengths)
-        out = (self._q(state, le), self.ce_head(state))
+        out = (self._q(state, le), self.ce_logits(state, le))
         return (*out, state) if return_state else out
 
     def q_values(self, histories: torch.Tensor, lengths: torch.Tensor, le: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,6 +58,7 @@ class HeadScorer(nn.Module):
         self.network = network
         self.head = head
 
-    def forward(self, histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, histories: torch.Tensor, lengths: torch.Tensor, le: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores over all items; ``le`` (LE states) only for a network trained with lea.state_to_actor."""
         state = self.network.backbone(histories, lengths)
-        return (self.network.ce_head if self.head == "ce" else self.network.q_head)(state)
+        return self.network.ce_logits(state, le) if self.head == "ce" else self.network.q_head(state)

@@ -35,6 +35,11 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> Recommender:
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)", "give a directory made by `learec train`")
     cfg = load_config(run_dir / "config.yaml")
+    if cfg.lea.state_to_actor:
+        raise UserError(f"{run_dir} was trained with lea.state_to_actor=true: its ranking head reads the LLM "
+                        "environment's state of each history, so it cannot be served without the LLM",
+                        "serve a run trained with lea.state_to_actor=false (the default; +SM then feeds the LE "
+                        "state to the critic only)")
     cfg.train.device = "cpu"  # serving is CPU-first; a GPU-trained checkpoint is mapped to the CPU below
     data = prepare(cfg.data, log=log.info)
     objective = load_trained_objective(cfg, data, run_dir, checkpoint)

@@ -131,6 +131,9 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         seed_everything(cfg.seed)
         data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
         le_inputs = le_inputs_for(cfg, data)
+        if cfg.lea.state_to_actor:  # fail now rather than at the first validation
+            for split in ("val", "test"):
+                le_inputs.eval_features(split)
         objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
         trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
         if resume and trainer.load_checkpoint():
@@ -177,7 +180,9 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     _apply_threads(cfg)
     data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
     objective = load_trained_objective(cfg, data, run_dir, checkpoint)
+    # a CE head that reads LE states (lea.state_to_actor) is evaluated with those of the evaluation events
+    features = le_inputs_for(cfg, data).eval_features(split) if cfg.lea.state_to_actor else None
     metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
-                          desc=f"eval {split}")
+                          desc=f"eval {split}", features=features)
     return metrics

@@ -155,9 +155,10 @@ class Trainer:
     def _evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
         ev = self.cfg.eval
         self.objective.eval()
+        features = self.le_inputs.eval_features(split) if self.cfg.lea.state_to_actor else None
         metrics, ranks = evaluate(self.objective.scorer(), getattr(self.data, split), self.data.event_types, ev.ks,
                                   ev.batch_size, ev.exclude_seen, self.cfg.train.device,
-                                  progress=self.cfg.train.progress, desc=f"eval {split}")
+                                  progress=self.cfg.train.progress, desc=f"eval {split}", features=features)
         self.objective.train()
         return metrics, ranks
 
