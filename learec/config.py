@@ -250,6 +250,11 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _lea_needs_rl_and_cache(self) -> "Config":
+        if self.lea.state_to_actor and not self.lea.state:
+            raise ValueError("lea.state_to_actor needs lea.state=true")
+        if self.lea.state_to_actor and self.lea.state_source != "state":
+            raise ValueError("lea.state_to_actor reads the full LE states of the evaluation events: "
+                             "use lea.state_source=state")
         if self.lea.enabled:
             if self.objective == "ce" or self.model.backbone == "pop":
                 raise ValueError("lea.* options need an RL objective (sqn, sac, snqn, sa2c) on a neural backbone")
@@ -258,11 +263,6 @@ class Config(_Strict):
             if self.lea.reward and not self.lea.use_cached_negatives and self.objective in ("snqn", "sa2c"):
                 raise ValueError("lea.reward gives rewards to the labelled negatives only: keep "
                                  "lea.cached_negatives on (the default with lea.reward)")
-            if self.lea.state_to_actor and not self.lea.state:
-                raise ValueError("lea.state_to_actor needs lea.state=true")
-            if self.lea.state_to_actor and self.lea.state_source != "state":
-                raise ValueError("lea.state_to_actor reads the full LE states of the evaluation events: "
-                                 "use lea.state_source=state")
             if self.lea.align_weight and not self.lea.state:
                 raise ValueError("lea.align_weight needs lea.state=true (the LE states it aligns with)")
             if self.lea.state and self.rl.rank_by == "q":

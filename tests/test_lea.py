@@ -150,8 +150,9 @@ def test_lea_config_validation() -> None:
         load_config(None, ["objective=snqn", "lea.reward=true"])
     with pytest.raises(UserError, match="rank by the CE head"):
         load_config(None, ["objective=snqn", "lea.state=true", "lea.cache=x", "rl.rank_by=q"])
-    with pytest.raises(UserError, match="needs lea.state=true"):
-        load_config(None, ["objective=snqn", "lea.state_to_actor=true", "lea.reward=true", "lea.cache=x"])
+    for extra in ([], ["lea.reward=true", "lea.cache=x"]):
+        with pytest.raises(UserError, match="needs lea.state=true"):
+            load_config(None, ["objective=snqn", "lea.state_to_actor=true", *extra])
 
 
 def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
@@ -266,3 +267,11 @@ def test_state_to_actor_ranks_with_the_le_states_of_the_evaluation_events(data, 
     # such a model cannot be served without the LLM
     with pytest.raises(UserError, match="cannot be served without the LLM"):
         export_run(tmp_path / "run", tmp_path / "model")
+    # relabelled (another LE): the run refuses the new labels and their states, to evaluate or to resume
+    make_cache(cache, data, seed=1)
+    write_eval_states(cache, data, states)
+    with pytest.raises(UserError, match="was trained on the LE labels"):
+        evaluate_run(tmp_path / "run")
+    (tmp_path / "run" / "metrics.json").unlink()  # as if killed before the end
+    with pytest.raises(UserError, match="was trained on the LE labels"):
+        train_run(None, tmp_path / "run", resume=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from learec.data.splits import EvalSet
-from learec.evaluate.evaluator import evaluate, mask_seen
+from learec.evaluate.evaluator import compute_ranks, evaluate, mask_seen
 from learec.evaluate.metrics import hit_and_ndcg, summarize, target_ranks
 
 
@@ -81,6 +81,29 @@ def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
     in_hist = np.array([data.target[i] in data.history[i] for i in range(n)])
     assert (r3[~in_hist] <= r1[~in_hist]).all()  # masking others can only move a target up
     assert (r3[in_hist] >= n_items - L).all()  # a masked target falls to the bottom
+
+
+def test_features_reach_the_scorer_row_by_row_in_any_batching_and_slice():
+    rng = np.random.default_rng(2)
+    n, n_items, L = 29, 12, 3
+    data = EvalSet(history=rng.integers(0, n_items, (n, L)).astype(np.int32), length=np.full(n, L, np.int32),
+                   target=rng.integers(0, n_items, n).astype(np.int32), event=np.zeros(n, np.int8),
+                   user=np.arange(n, dtype=np.int32), position=np.full(n, L, np.int32))
+    features = rng.normal(size=(n, n_items)).astype(np.float16)  # each row's scores, given as its feature
+
+    def scorer(h, lengths, le):
+        return le
+
+    def rank(row: np.ndarray, target: int) -> int:  # ties go to the lower item index
+        return int((row > row[target]).sum() + ((row == row[target]) & (np.arange(n_items) < target)).sum())
+
+    expected = np.array([rank(features[i], int(data.target[i])) for i in range(n)])
+    for batch_size in (4, 100):
+        assert np.array_equal(compute_ranks(scorer, data, batch_size, features={"le": features}), expected)
+    part = compute_ranks(scorer, data, 4, rows=slice(7, 20), features={"le": features})  # a torchrun shard
+    assert np.array_equal(part, expected[7:20])
+    with pytest.raises(ValueError, match="rows"):
+        compute_ranks(scorer, data, features={"le": features[:-1]})
 
 
 def test_nan_target_score_is_never_a_hit():

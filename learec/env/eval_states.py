@@ -52,6 +52,9 @@ def _jobs(data: EvalSet, window: int) -> list[tuple[Segment, np.ndarray, np.ndar
 def eval_set_states(model: LEModel, seqs: Sequences, data: EvalSet, window: int, batch_rows: int,
                     progress: Callable[..., Any] | None = None, desc: str = "LE states") -> np.ndarray:
     """``[len(data), state_dim]`` fp16: the LE state after each event's history."""
+    at = np.asarray(seqs.items)[np.asarray(seqs.offsets)[np.asarray(data.user)] + np.asarray(data.position)]
+    if not np.array_equal(at, np.asarray(data.target)):
+        raise ValueError("the evaluation events do not match the sequences (stale prepared data?)")
     out = np.zeros((len(data), model.cfg.state_dim), dtype=np.float16)
     jobs = _jobs(data, window)
     no_candidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))

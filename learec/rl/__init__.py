@@ -49,8 +49,11 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
     rewards = LERewards(base, lea.reward_scale) if lea.reward else base
     le_dim = le_state_dim if lea.state else 0
     align_dim = le_dim if lea.align_weight else 0
-    common = dict(make_network=lambda: QNetwork(make_backbone(), n_items, le_dim, align_dim,
-                                                       lea.state_to_actor).to(device),
+
+    def make_network() -> QNetwork:
+        return QNetwork(make_backbone(), n_items, le_dim, align_dim, lea.state_to_actor).to(device)
+
+    common = dict(make_network=make_network,
                   n_items=n_items, rewards=rewards, lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives,
                   rank_by=rl.rank_by, weight_decay=cfg.train.weight_decay,
                   augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,

@@ -63,12 +63,15 @@ class LEInputs:
             raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions",
                             "label with le.label.aug_k > 0, or turn lea.augment off")
         # lea.augment_k = 0 uses none: the k = 0 point of an ablation over k (+SM+RM when those are on)
+        self._eval_features: dict[str, dict[str, np.ndarray]] = {}
 
     def eval_features(self, split: str) -> dict[str, np.ndarray]:
         """``{"le": states}`` of the ``split`` events, for a CE head that reads LE states (lea.state_to_actor),
         from the LE run's ``eval_states/``, which must come from the same LE and data as the labels."""
         from learec.env.eval_states import EVAL_STATES
 
+        if split in self._eval_features:  # checked once, then read at every validation
+            return self._eval_features[split]
         path = Path(self.cfg.cache or "") / EVAL_STATES
         how = f"run `learec env label --run-dir {self.cfg.cache} --eval-states`"
         problem = cache_problem(path)
@@ -80,7 +83,8 @@ class LEInputs:
         if any(made_by.get(k) != labels_by.get(k) for k in ("le_weights", "data", "window", "lm")):
             raise UserError(f"The LE states of the evaluation events in {path} were made by another LE or for other "
                             "data than the labels this run trains on", how)
-        return {"le": states[split]}
+        self._eval_features[split] = {"le": states[split]}
+        return self._eval_features[split]
 
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))

@@ -7,6 +7,7 @@ Run directory layout::
     checkpoints/       last.pt (resume point), best.pt (best validation weights)
     history.json       validation metrics per evaluation
     metrics.json       {"val": {...}, "test": {...}, ...}, written last
+    le_cache.json      with lea.*: the key of the LE labels the run trains on (a relabelled cache is refused)
     test_ranks.npy     per-event test ranks (for paired significance tests)
 """
 
@@ -54,6 +55,21 @@ def le_state_dim_of(state: dict[str, Any]) -> int:
         if key.endswith("le_proj.weight"):
             return int(value.shape[1])
     return 0
+
+
+def check_le_cache(run_dir: Path, le_inputs: Any, pin: bool = False) -> None:
+    """Refuse LE labels other than those the run was trained on (recorded in ``le_cache.json``; with
+    ``pin``, a run without a record gets one). The pipeline also names the key in the config."""
+    path = run_dir / "le_cache.json"
+    key = le_inputs.cache.key
+    if path.is_file():
+        used = json.loads(path.read_text())["key"]
+        if used != key:
+            raise UserError(f"{run_dir} was trained on the LE labels {used}, and {le_inputs.cache.path} now holds "
+                            f"other labels ({key}): its training cannot go on, nor its LE inputs be read, with them",
+                            "start a new run on the new labels (the pipeline redoes such runs by itself)")
+    elif pin and distributed.is_main():
+        atomic_write_json(path, {"key": key, "labels": str(le_inputs.cache.path)})
 
 
 def le_inputs_for(cfg: Config, data: PreparedData) -> Any:
@@ -131,6 +147,8 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         seed_everything(cfg.seed)
         data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
         le_inputs = le_inputs_for(cfg, data)
+        if le_inputs is not None:
+            check_le_cache(run_dir, le_inputs, pin=True)
         if cfg.lea.state_to_actor:  # fail now rather than at the first validation
             for split in ("val", "test"):
                 le_inputs.eval_features(split)
@@ -181,7 +199,11 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
     objective = load_trained_objective(cfg, data, run_dir, checkpoint)
     # a CE head that reads LE states (lea.state_to_actor) is evaluated with those of the evaluation events
-    features = le_inputs_for(cfg, data).eval_features(split) if cfg.lea.state_to_actor else None
+    features = None
+    if cfg.lea.state_to_actor:
+        le_inputs = le_inputs_for(cfg, data)
+        check_le_cache(run_dir, le_inputs)
+        features = le_inputs.eval_features(split)
     metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
                           desc=f"eval {split}", features=features)
