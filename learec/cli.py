@@ -306,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             if not is_main():  # one rank speaks
                 sys.stdout = open(os.devnull, "w")
         args.func(args)
+        if distributed:  # no rank tears its connections down while another still finishes (gloo aborts then)
+            from learec.distributed import barrier
+
+            barrier()
     except UserError as err:
         print(f"learec: error: {err}", file=sys.stderr)
         return 2
