@@ -63,12 +63,17 @@ def test_mask_seen_ignores_padding_and_masks_history():
     assert torch.isfinite(masked[1]).all()
 
 
+def random_eval_set(rng: np.random.Generator, n: int, n_items: int, L: int) -> EvalSet:
+    """``n`` events with full random histories of ``L`` items and random targets."""
+    return EvalSet(history=rng.integers(0, n_items, (n, L)).astype(np.int32), length=np.full(n, L, np.int32),
+                   target=rng.integers(0, n_items, n).astype(np.int32), event=np.zeros(n, np.int8),
+                   user=np.arange(n, dtype=np.int32), position=np.full(n, L, np.int32))
+
+
 def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
     rng = np.random.default_rng(0)
     n, n_items, L = 37, 20, 4
-    data = EvalSet(history=rng.integers(0, n_items, (n, L)).astype(np.int32), length=np.full(n, L, np.int32),
-                   target=rng.integers(0, n_items, n).astype(np.int32), event=np.zeros(n, np.int8),
-                   user=np.arange(n, dtype=np.int32), position=np.full(n, L, np.int32))
+    data = random_eval_set(rng, n, n_items, L)
     table = torch.randn(n_items + 1, n_items, generator=torch.Generator().manual_seed(1))
 
     def scorer(h, lengths):  # scores depend on the last item: a stand-in for a model
@@ -86,9 +91,7 @@ def test_evaluate_batched_equals_one_batch_and_exclude_seen_changes_ranks():
 def test_features_reach_the_scorer_row_by_row_in_any_batching_and_slice():
     rng = np.random.default_rng(2)
     n, n_items, L = 29, 12, 3
-    data = EvalSet(history=rng.integers(0, n_items, (n, L)).astype(np.int32), length=np.full(n, L, np.int32),
-                   target=rng.integers(0, n_items, n).astype(np.int32), event=np.zeros(n, np.int8),
-                   user=np.arange(n, dtype=np.int32), position=np.full(n, L, np.int32))
+    data = random_eval_set(rng, n, n_items, L)
     features = rng.normal(size=(n, n_items)).astype(np.float16)  # each row's scores, given as its feature
 
     def scorer(h, lengths, le):
