@@ -16,7 +16,7 @@ import torch
 
 from learec.config import LEAConfig
 from learec.data.prepared import PreparedData
-from learec.env.label import cache_problem, load_label_cache
+from learec.env.label import LabelCache, cache_problem, load_label_cache
 from learec.errors import UserError
 from learec.rl.base import Batch
 from learec.rl.rewards import RewardSource
@@ -63,15 +63,15 @@ class LEInputs:
             raise UserError(f"lea.augment is on but the LE cache {path} has no augmented actions",
                             "label with le.label.aug_k > 0, or turn lea.augment off")
         # lea.augment_k = 0 uses none: the k = 0 point of an ablation over k (+SM+RM when those are on)
-        self._eval_features: dict[str, dict[str, np.ndarray]] = {}
+        self._eval_states: LabelCache | None = None
 
     def eval_features(self, split: str) -> dict[str, np.ndarray]:
         """``{"le": states}`` of the ``split`` events, for a CE head that reads LE states (lea.state_to_actor),
         from the LE run's ``eval_states/``, which must come from the same LE and data as the labels."""
         from learec.env.eval_states import EVAL_STATES
 
-        if split in self._eval_features:  # checked once, then read at every validation
-            return self._eval_features[split]
+        if self._eval_states is not None:  # checked once, then read at every validation
+            return {"le": self._eval_states[split]}
         path = Path(self.cfg.cache or "") / EVAL_STATES
         how = f"run `learec env label --run-dir {self.cfg.cache} --eval-states`"
         problem = cache_problem(path)
@@ -83,8 +83,8 @@ class LEInputs:
         if any(made_by.get(k) != labels_by.get(k) for k in ("le_weights", "data", "window", "lm")):
             raise UserError(f"The LE states of the evaluation events in {path} were made by another LE or for other "
                             "data than the labels this run trains on", how)
-        self._eval_features[split] = {"le": states[split]}
-        return self._eval_features[split]
+        self._eval_states = states
+        return {"le": states[split]}
 
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))
