@@ -145,7 +145,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
         write_table(grid)
         out = grid.out
     else:
-        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only)
+        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
+                       reuse=[Path(d) for d in args.reuse])
     print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
     print((out / "results.md").read_text())
 
@@ -156,7 +157,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     if args.le_set and not args.out:
         raise UserError("--le-set needs --out DIR", "give each LE setting its own output directory, so runs of "
                         "another setting are not replaced")
-    run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out)
+    run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out,
+                 only=args.only, reuse=[Path(d) for d in args.reuse])
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -259,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
-    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
-                   help="run only the cells with this axis value, e.g. --only seed=0 (repeatable; the table "
-                   "still shows every finished cell)")
+    _add_selection_args(p)
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("pipeline", help="the whole LEA experiment from one file: LE (item tokens, training, "
                        "labelling, quality report), the RL grid, and the report",
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2")
     p.add_argument("--out", help="output directory instead of the file's `out` (the LE run and the report go "
                    "inside it); with --le-set, one directory per point of an LE ablation")
+    _add_selection_args(p)
     p.set_defaults(func=cmd_pipeline)
     p = sub.add_parser("report", help="Markdown + HTML report with tables and plots from grid output directories")
     p.add_argument("grid_dirs", nargs="+", metavar="GRID_DIR", help="directories written by `learec grid`/`pipeline`")
@@ -284,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     from learec.serve.cli import add_serve_commands  # export, recommend, serve
     add_serve_commands(sub)
     return parser
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    """--only and --reuse: which grid cells run, and where finished ones may be copied from."""
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE[,VALUE...]",
+                   help="run only the cells with one of these axis values, e.g. --only seed=0 or --only "
+                   "variant=ce,snqn (repeatable: every one must match; the table still shows every finished cell)")
+    p.add_argument("--reuse", action="append", default=[], metavar="GRID_DIR",
+                   help="copy a finished run with the same config from this grid output directory instead of "
+                   "training it again, e.g. --reuse runs/grid-ml100k-rl (repeatable; trusts that run was made "
+                   "by the same code)")
 
 
 DISTRIBUTED_COMMANDS = (cmd_train, cmd_evaluate, cmd_env_train, cmd_env_label, cmd_env_report)

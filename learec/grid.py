@@ -21,7 +21,9 @@ with (``compare``), e.g. an LE variant with the same RL method without the LE::
       snqn+rm: {set: [objective=snqn, lea.reward=true], compare: snqn}
 
 Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
-interrupted one resumes. The table averages over ``seed`` and reports mean ± std for every other cell,
+interrupted one resumes. ``reuse`` directories (other grids' outputs) are searched for a finished run with
+the same config (threads and progress bars aside), which is copied in rather than trained again: e.g. the
+LEA pipeline's CE/SNQN/SA2C cells from the RL grid. That trusts the other run was made by the same code. The table averages over ``seed`` and reports mean ± std for every other cell,
 plus, with ``baseline``, the difference in test NDCG@10 to the row with those axis values (same other
 values, same seeds) and a paired t-test over test events (``learec.evaluate.significance``).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +48,7 @@ from tqdm.auto import tqdm
 from learec.config import Config, config_differences, load_config, read_yaml
 from learec.data.prepared import prepare
 from learec.errors import UserError
+from learec.utils import stable_hash
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 
@@ -136,17 +140,31 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
         return subprocess.run(cmd, stdout=out, stderr=out if quiet else None, env=env).returncode
 
 
+def finished_runs(dirs: list[Path]) -> dict[str, Path]:
+    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"--reuse {d}: no such directory", "name the output directory of another grid")
+        for run in sorted(Path(d).iterdir()):
+            if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
+                found.setdefault(stable_hash(_comparable(load_config(run / "config.yaml"))), run)
+    return found
+
+
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,
-             grid: Grid | None = None, redo_stale: bool = False) -> Path:
-    """Run the grid's unfinished cells (those matching every ``only`` ``key=value``) and write the table.
+             grid: Grid | None = None, redo_stale: bool = False, reuse: list[Path] | None = None) -> Path:
+    """Run the grid's unfinished cells (those matching every ``only`` ``key=value[,value...]``) and write the
+    table; a finished run with the same config in one of the ``reuse`` directories is copied, not rerun.
 
     A cell folder started with another config is an error, or, with ``redo_stale``, moved aside to
     ``out/.stale/`` and run again (the pipeline does this when its LE cache changed).
     """
     grid = grid or load_grid(path)
     out = grid.out
-    cells = [c for c in grid.cells if _matches(c[1], only or [])]
-    todo, stale = [], []
+    cells = [c for c in grid.cells if cell_matches(c[1], only or [])]
+    reusable = finished_runs(reuse) if reuse else {}
+    todo, stale, reused = [], [], []
     for name, _, cfg in cells:
         run_dir = out / name
         if threads:
@@ -167,6 +185,14 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
                 continue
         if (run_dir / "metrics.json").is_file():
             continue
+        source = reusable.get(stable_hash(_comparable(cfg)))
+        if source is not None and source.resolve() != run_dir.resolve():
+            if run_dir.exists():  # an interrupted run of the same config: the finished one replaces it
+                shutil.rmtree(run_dir)
+            shutil.copytree(source, run_dir)
+            (run_dir / "reused_from.txt").write_text(f"{source.resolve()}\n")
+            reused.append(name)
+            continue
         if not (run_dir / "config.yaml").is_file():
             cfg.save(run_dir / "config.yaml")
         todo.append(run_dir)
@@ -176,6 +202,8 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     pending = {out / name: cfg for name, _, cfg in cells if out / name in todo}
     for data_cfg in {json.dumps(c.data.model_dump(mode="json"), sort_keys=True): c.data for c in pending.values()}.values():
         prepare(data_cfg)  # once, before the workers start, rather than racing in each of them
+    if reused:
+        print(f"reused {len(reused)} finished run(s) with the same config from {', '.join(map(str, reuse or []))}")
     print(f"grid {path}: {len(cells)} runs, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -189,12 +217,13 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     return out
 
 
-def _matches(values: dict[str, Any], only: list[str]) -> bool:
+def cell_matches(values: dict[str, Any], only: list[str]) -> bool:
+    """Whether a cell has, for every ``key=v1,v2`` of ``only``, one of the listed values."""
     for item in only:
         key, _, wanted = item.partition("=")
         if key not in values:
             raise UserError(f"--only {item}: '{key}' is not an axis of the grid", f"axes: {', '.join(values)}")
-        if str(values[key]) != wanted:
+        if str(values[key]) not in wanted.split(","):
             return False
     return True
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from learec.config import load_config, read_yaml
 from learec.errors import UserError
-from learec.grid import load_grid, run_grid
+from learec.grid import cell_matches, load_grid, run_grid
 from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -38,9 +38,11 @@ def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 
 def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None, le_set: list[str] | None = None,
-                 out: str | Path | None = None) -> Path:
+                 out: str | Path | None = None, only: list[str] | None = None,
+                 reuse: list[Path] | None = None) -> Path:
     """Run (or finish) the pipeline of ``path``; returns the report directory. ``le_set`` adds LE overrides
-    and ``out`` replaces the output directory, so one file serves every point of an LE ablation."""
+    and ``out`` replaces the output directory, so one file serves every point of an LE ablation; ``only``
+    and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`."""
     from learec.env.run import LERun
     from learec.report import build_report
 
@@ -65,7 +67,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print("[2/4] LE: labelling every training transition, and the LE quality report")
     cache = le.label()
     assert cache is not None
-    if any(cfg.lea.state_to_actor for _, _, cfg in probe.cells):  # their CE head reads LE states at evaluation
+    selected = [cfg for _, values, cfg in probe.cells if cell_matches(values, only or [])]
+    if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
         le.eval_states()
     report_json = le_run_dir / "le_report.json"
     report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump()})
@@ -76,7 +79,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print(f"[3/4] RL grid -> {probe.out}")
     grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
                      extra_keys=PIPELINE_KEYS, out=out)
-    run_grid(path, workers=workers, threads=threads, grid=grid, redo_stale=True)
+    run_grid(path, workers=workers, threads=threads, grid=grid, redo_stale=True, only=only, reuse=reuse)
 
     print(f"[4/4] report -> {report_dir}")
     build_report([grid.out], report_dir, le_run=le_run_dir)

@@ -62,3 +62,39 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     (tmp_path / "base.yaml").write_text((tmp_path / "base.yaml").read_text().replace("epochs: 1", "epochs: 2"))
     assert main(["grid", "--config", str(grid_file)]) == 2
     assert "train.epochs: 1 -> 2" in capsys.readouterr().err
+
+
+def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    generate_synthetic_log(raw_dir("synthetic"), n_users=60, n_items=30)
+    (tmp_path / "base.yaml").write_text(
+        "data: {dataset: synthetic, protocol: sqn, history: 4}\n"
+        "model: {backbone: gru4rec, hidden: 8}\n"
+        "train: {epochs: 1, batch_size: 64, threads: 1, progress: false}\n")
+    first = tmp_path / "first.yaml"
+    first.write_text(f"base: base.yaml\nout: {tmp_path / 'first'}\naxes: {{objective: [ce, sqn], seed: [0]}}\n")
+    assert main(["grid", "--config", str(first)]) == 0
+    # Another grid names its cells differently; ce and sqn are the same experiments, ce-lr is not.
+    second = tmp_path / "second.yaml"
+    second.write_text(
+        f"base: base.yaml\nout: {tmp_path / 'second'}\naxes: {{variant: [ce, sqn, ce-lr], seed: [0]}}\n"
+        "variants: {ce: [objective=ce], sqn: [objective=sqn], ce-lr: [objective=ce, train.lr=0.01]}\n")
+    capsys.readouterr()
+    assert main(["grid", "--config", str(second), "--only", "variant=ce,sqn", "--reuse", str(tmp_path / "first")]) == 0
+    out = capsys.readouterr().out
+    assert "reused 2 finished run(s)" in out and "2 runs, 2 already finished, 0 to run" in out
+    for name, source in (("ce-seed0", "ce-seed0"), ("sqn-seed0", "sqn-seed0")):
+        copied = tmp_path / "second" / name
+        assert (copied / "metrics.json").read_text() == (tmp_path / "first" / source / "metrics.json").read_text()
+        assert (copied / "reused_from.txt").read_text().strip() == str((tmp_path / "first" / source).resolve())
+    assert not (tmp_path / "second" / "ce-lr-seed0").exists()  # not selected by --only
+
+    assert main(["grid", "--config", str(second), "--reuse", str(tmp_path / "first")]) == 0
+    out = capsys.readouterr().out
+    assert "reused" not in out and "3 runs, 2 already finished, 1 to run" in out
+    trained = tmp_path / "second" / "ce-lr-seed0"
+    assert (trained / "metrics.json").is_file() and not (trained / "reused_from.txt").exists()
+    assert "| ce-lr | 1 |" in (tmp_path / "second" / "results.md").read_text()
+
+    assert main(["grid", "--config", str(second), "--reuse", str(tmp_path / "nowhere")]) == 2
+    assert "no such directory" in capsys.readouterr().err
