@@ -21,13 +21,18 @@ def test_paired_test_identical_and_clearly_better():
         paired_test([ranks], [ranks[:10]])
 
 
-def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
+def _synthetic_base(tmp_path, monkeypatch, backbone: str, n_users: int) -> None:
+    """A synthetic two-type log in a fresh data dir and base.yaml: one quick epoch of ``backbone``."""
     monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    generate_synthetic_log(raw_dir("synthetic"), n_users=80, n_items=30)
+    generate_synthetic_log(raw_dir("synthetic"), n_users=n_users, n_items=30)
     (tmp_path / "base.yaml").write_text(
         "data: {dataset: synthetic, protocol: sqn, history: 4}\n"
-        "model: {backbone: caser, hidden: 8}\n"
+        f"model: {{backbone: {backbone}, hidden: 8}}\n"
         "train: {epochs: 1, batch_size: 64, threads: 1, progress: false}\n")
+
+
+def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
+    _synthetic_base(tmp_path, monkeypatch, "caser", n_users=80)
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(
         f"base: base.yaml\nout: {tmp_path / 'out'}\n"
@@ -65,12 +70,7 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
 
 
 def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    generate_synthetic_log(raw_dir("synthetic"), n_users=60, n_items=30)
-    (tmp_path / "base.yaml").write_text(
-        "data: {dataset: synthetic, protocol: sqn, history: 4}\n"
-        "model: {backbone: gru4rec, hidden: 8}\n"
-        "train: {epochs: 1, batch_size: 64, threads: 1, progress: false}\n")
+    _synthetic_base(tmp_path, monkeypatch, "gru4rec", n_users=60)
     first = tmp_path / "first.yaml"
     first.write_text(f"base: base.yaml\nout: {tmp_path / 'first'}\naxes: {{objective: [ce, sqn], seed: [0]}}\n")
     assert main(["grid", "--config", str(first)]) == 0
