@@ -29,6 +29,7 @@ from learec.utils import atomic_write_json, stable_hash
 log = logging.getLogger("learec")
 
 PIPELINE_KEYS = ("le", "le_set", "le_run", "report")
+LE_REPORT_CONTENTS = 2  # bump when the LE report gains measures, so reports made before are redone
 
 
 def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -71,7 +72,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
         le.eval_states()
     report_json = le_run_dir / "le_report.json"
-    report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump()})
+    report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump(),
+                              "contents": LE_REPORT_CONTENTS})
     if not _report_is_current(report_json, report_key):
         le.report()
         _stamp_report(report_json, report_key)

@@ -264,6 +264,13 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -
                    f"| {r['state_ndcg@10']:.4f} | {r['pop_ndcg@10']:.4f} | {r['state_hr@10']:.4f} | "
                    f"{r['pop_hr@10']:.4f} | {r['reward_pairwise_acc']:.3f} | "
                    f"{r['item_tokens']['nll_per_token_before']:.3f} → {r['item_tokens']['nll_per_token_after']:.3f} |", ""]
+            aug = r.get("augmentation") or {}
+            ks = [key.split("@")[1] for key in aug if key.startswith("aug_future@")]
+            if ks:
+                md += ["Augmented actions of the training transitions that the user interacts with later, "
+                       "against the most popular items outside the history:", "",
+                       "| k | LE augmented actions | popular items |", "|---|---|---|",
+                       *[f"| {k} | {aug[f'aug_future@{k}']:.4f} | {aug[f'pop_future@{k}']:.4f} |" for k in ks], ""]
             if (Path(le_run) / "le_report.png").is_file():
                 shutil.copy(Path(le_run) / "le_report.png", out / "le_quality.png")
                 md += ["![LE quality](le_quality.png)", ""]

@@ -261,6 +261,7 @@ def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pyte
     report = json.loads((run_dir / "le_report.json").read_text())
     for key in ("state_ndcg@10", "pop_ndcg@10", "reward_pairwise_acc"):
         assert 0.0 <= report[key] <= 1.0
+    assert 0.0 <= report["augmentation"]["aug_future@1"] <= 1.0  # the labels exist: their proposals are rated
     assert (run_dir / "le_report.png").stat().st_size > 1000
     assert "state_ndcg@10" in capsys.readouterr().out
     # a second train is a no-op (the stage is valid); a different config for the same dir is refused
@@ -307,3 +308,40 @@ def test_real_default_lm_end_to_end_on_a_handful_of_users(tmp_path: Path, monkey
         assert np.isfinite(np.asarray(cache[name], dtype=np.float32)).all(), name
     assert report["item_tokens"]["nll_per_token_after"] < report["item_tokens"]["nll_per_token_before"]
     assert 0 <= report["reward_pairwise_acc"] <= 1 and report["points"] > 0
+
+
+def test_augmentation_quality_equals_a_naive_loop() -> None:
+    from learec.data.preprocess import Sequences
+    from learec.data.splits import Transitions
+    from learec.env.report import augmentation_quality
+
+    rng = np.random.default_rng(3)
+    n_items, lengths = 12, [6, 2, 9, 4]
+    items = np.concatenate([rng.integers(0, n_items, n) for n in lengths]).astype(np.int32)  # with repeats
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    seqs = Sequences(items, np.zeros(len(items), np.int8), np.zeros(len(items)), offsets,
+                     [str(u) for u in range(len(lengths))], [str(i) for i in range(n_items)], ["click"],
+                     [""] * n_items)
+    user = np.concatenate([np.full(n - 1, u) for u, n in enumerate(lengths)]).astype(np.int32)
+    position = np.concatenate([np.arange(1, n) for n in lengths]).astype(np.int32)
+    n = len(user)
+    zeros = np.zeros(n, np.int32)
+    train = Transitions(np.zeros((n, 3), np.int32), zeros, zeros, zeros.astype(np.int8), np.zeros((n, 3), np.int32),
+                        zeros, np.zeros(n, bool), user, position)
+    aug = rng.integers(-1, n_items, (n, 4))  # -1: an empty slot
+    counts = rng.integers(0, 5, n_items).astype(float)  # ties: the stable order decides
+
+    got = augmentation_quality(seqs, train, aug, counts, ks=(1, 3, 5))
+    assert "aug_future@5" not in got  # wider than the cache
+    order = sorted(range(n_items), key=lambda i: (-counts[i], i))
+    for k in (1, 3):
+        aug_hits, pop_hits = [], []
+        for u, p, row in zip(user, position, aug):
+            seq = list(items[offsets[u]:offsets[u + 1]])
+            seen, future = set(seq[: p + 1]), set(seq[p + 1:])
+            aug_hits += [a in future for a in row[:k]]
+            popular = [i for i in order if i not in seen][:k]
+            pop_hits += [i in future for i in popular] + [False] * (k - len(popular))
+        assert got[f"aug_future@{k}"] == pytest.approx(np.mean(aug_hits))
+        assert got[f"pop_future@{k}"] == pytest.approx(np.mean(pop_hits))
+    assert got["pop_future@3"] > 0  # the example exercises hits

@@ -3,7 +3,10 @@
 - ``state_ndcg@10`` / ``state_hr@10``: full ranking of all items by ``cos(LE state, item key)`` at every
   validation prediction point, beside popularity (``pop_*``) on the same points;
 - ``reward_pairwise_acc``: how often the logged next item gets a higher reward than a random item the
-  user never interacted with (0.5 = chance), with both reward distributions (plotted).
+  user never interacted with (0.5 = chance), with both reward distributions (plotted);
+- ``augmentation``: from the labelling cache, how often an augmented action of a training transition is
+  an item the user interacts with later (after the logged action), beside the same rate for the most
+  popular items outside the history: the LE's proposals against the cheapest guess.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from learec.data.preprocess import Sequences
-from learec.data.splits import EvalSet
+from learec.data.splits import EvalSet, Transitions
 from learec.env.batches import pack_rows, segment_rows, unseen_items, user_items
 from learec.env.model import LEModel, plan_segments
 from learec.evaluate.metrics import hit_and_ndcg, target_ranks
@@ -68,6 +71,45 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
     metrics["reward_positive"] = {"mean": float(pos_r.mean()), "std": float(pos_r.std())}
     metrics["reward_negative"] = {"mean": float(neg_r.mean()), "std": float(neg_r.std())}
     return metrics, {"reward_positive": pos_r, "reward_negative": neg_r}
+
+
+def augmentation_quality(seqs: Sequences, train: Transitions, aug_items: np.ndarray, item_counts: np.ndarray,
+                         ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, Any]:
+    """For the first k augmented actions of each training transition: the share that the user interacts
+    with later in the log (``aug_future@k``), and that share for the k most popular items outside the
+    history and the logged action (``pop_future@k``), over the same transitions. Empty slots (-1) count
+    as misses; a k wider than the cache is left out."""
+    ks = tuple(k for k in ks if k <= aug_items.shape[1])
+    if not ks:
+        return {}
+    by_popularity = np.argsort(-np.asarray(item_counts), kind="stable")
+    width = max(ks)
+    aug_hits = np.zeros((len(train), width))
+    pop_hits = np.zeros((len(train), width))
+    user, position = np.asarray(train.user), np.asarray(train.position)
+    for u in np.unique(user):
+        rows = np.flatnonzero(user == u)
+        seq = user_items(seqs, int(u))
+        last = np.full(seqs.n_items + 1, -1)  # last position of each item in u's sequence; -1: never
+        last[seq] = np.arange(len(seq))  # later positions overwrite earlier ones
+        first = np.full(seqs.n_items, len(seq))
+        first[seq[::-1]] = np.arange(len(seq))[::-1]
+        pos = position[rows]
+        aug = aug_items[rows, :width]
+        aug_hits[rows] = last[np.where(aug < 0, seqs.n_items, aug)] > pos[:, None]
+        # the k most popular items outside x_<=p lie among the first p + 1 + k of the popularity order
+        head = by_popularity[: min(seqs.n_items, int(pos.max()) + 1 + width)]
+        unseen = first[head][None, :] > pos[:, None]  # [rows, head]
+        order = np.where(unseen, np.arange(len(head))[None, :], len(head))
+        picks = np.sort(order, axis=1)[:, :width]
+        valid = picks < len(head)
+        pop = head[np.minimum(picks, len(head) - 1)]
+        pop_hits[rows] = valid & (last[pop] > pos[:, None])
+    result: dict[str, Any] = {"transitions": int(len(train))}
+    for k in ks:
+        result[f"aug_future@{k}"] = float(aug_hits[:, :k].mean())
+        result[f"pop_future@{k}"] = float(pop_hits[:, :k].mean())
+    return result
 
 
 def plot_quality(metrics: dict[str, Any], rewards: dict[str, np.ndarray], path: Path) -> None:

@@ -35,9 +35,9 @@ from learec.data.prepared import PreparedData, prepare
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first, rank_device
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
-from learec.env.label import LabelCache, label_transitions
+from learec.env.label import LabelCache, cache_problem, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, weights_hash
-from learec.env.report import le_quality, plot_quality
+from learec.env.report import augmentation_quality, le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
 from learec.train.run import log_to_file
@@ -232,6 +232,11 @@ class LERun:
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
                   "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)"}
+        labels = self.run_dir / "label"
+        if cache_problem(labels, self.label_fingerprint(model)) is None:  # labelled: how good are its proposals
+            cache = load_label_cache(labels, verify=False)
+            report["augmentation"] = augmentation_quality(self.data.sequences, self.data.train, cache["aug_items"],
+                                                          self.data.split.item_counts)
         atomic_write_json(self.run_dir / "le_report.json", report)
         plot_quality(metrics, rewards, self.run_dir / "le_report.png")
         return report
