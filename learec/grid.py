@@ -53,13 +53,16 @@ from learec.utils import stable_hash
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 
 
-def _cell_name(values: dict[str, Any]) -> str:
-    """``sasrec-snqn-seed0``: a number carries its key's last part (``augment_k3``), a name stands alone."""
-    def part(key: str, value: Any) -> str:
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return f"{key.split('.')[-1]}{value}" if numeric else str(value)
+def axis_value_label(key: str, value: Any, sep: str = "") -> str:
+    """A number carries its key's last part (``augment_k3``, or ``augment_k=3`` with ``sep="="``); a name
+    stands alone (``snqn``)."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{key.split('.')[-1]}{sep}{value}" if numeric else str(value)
 
-    return "-".join(part(k, v) for k, v in values.items())
+
+def _cell_name(values: dict[str, Any]) -> str:
+    """``sasrec-snqn-seed0``, ``augment_k3-seed0``."""
+    return "-".join(axis_value_label(k, v) for k, v in values.items())
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from learec.errors import UserError
+from learec.grid import axis_value_label
 
 
 def _plt():
@@ -114,14 +115,16 @@ def _plot_lines(lines: dict[str, dict[float, list[float]]], xlabel: str, ylabel:
                     capsize=3, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if len(lines) > 1:  # one line needs no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def _group_key(values: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{values[k]}" for k in keys)
+    """``sasrec, snqn`` or ``augment_k=3``."""
+    return ", ".join(axis_value_label(k, values[k], sep="=") for k in keys)
 
 
 def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> bool:
@@ -186,7 +189,7 @@ def _plot_sensitivity(grid: dict[str, Any], out: Path, index: int, metric: str =
         if not lines:
             continue
         path = out / f"sensitivity_{index}_{axis.replace('.', '_')}.png"
-        _plot_lines(lines, axis, f"test {metric}", path)
+        _plot_lines(lines, axis, f"test {metric} (mean ± std over seeds)", path)
         paths.append(path)
     return paths
 
