@@ -23,9 +23,11 @@ with (``compare``), e.g. an LE variant with the same RL method without the LE::
 Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
 interrupted one resumes. ``reuse`` directories (other grids' outputs) are searched for a finished run with
 the same config (threads and progress bars aside), which is copied in rather than trained again: e.g. the
-LEA pipeline's CE/SNQN/SA2C cells from the RL grid. That trusts the other run was made by the same code. The table averages over ``seed`` and reports mean ± std for every other cell,
-plus, with ``baseline``, the difference in test NDCG@10 to the row with those axis values (same other
-values, same seeds) and a paired t-test over test events (``learec.evaluate.significance``).
+LEA pipeline's CE/SNQN/SA2C cells from the RL grid. That trusts the other run was made by the same code.
+
+The table averages over ``seed`` and reports mean ± std for every other cell, plus, with ``baseline``,
+the difference in test NDCG@10 to the row with those axis values (same other values, same seeds) and a
+paired t-test over test events (``learec.evaluate.significance``).
 """
 
 from __future__ import annotations
