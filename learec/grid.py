@@ -153,8 +153,25 @@ def finished_runs(dirs: list[Path]) -> dict[str, Path]:
             raise UserError(f"--reuse {d}: no such directory", "name the output directory of another grid")
         for run in sorted(Path(d).iterdir()):
             if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
-                found.setdefault(stable_hash(_comparable(load_config(run / "config.yaml"))), run)
+                try:
+                    cfg = load_config(run / "config.yaml")
+                except (UserError, ValueError) as err:  # e.g. a run of an older config schema
+                    print(f"--reuse: skipping {run} (its config does not load: {str(err).splitlines()[0]})")
+                    continue
+                found.setdefault(stable_hash(_comparable(cfg)), run)
     return found
+
+
+def _copy_run(source: Path, run_dir: Path) -> None:
+    """Copy a finished run into ``run_dir`` all at once: a copy cut short never looks finished."""
+    tmp = run_dir.parent / f".reuse-{run_dir.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    (tmp / "reused_from.txt").write_text(f"{source.resolve()}\n")
+    if run_dir.exists():  # an interrupted run of the same config: the finished one replaces it
+        shutil.rmtree(run_dir)
+    tmp.rename(run_dir)
 
 
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,
@@ -167,7 +184,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     """
     grid = grid or load_grid(path)
     out = grid.out
-    cells = [c for c in grid.cells if cell_matches(c[1], only or [])]
+    cells = select_cells(grid, only or [])
     reusable = finished_runs(reuse) if reuse else {}
     todo, stale, reused = [], [], []
     for name, _, cfg in cells:
@@ -192,10 +209,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
             continue
         source = reusable.get(stable_hash(_comparable(cfg)))
         if source is not None and source.resolve() != run_dir.resolve():
-            if run_dir.exists():  # an interrupted run of the same config: the finished one replaces it
-                shutil.rmtree(run_dir)
-            shutil.copytree(source, run_dir)
-            (run_dir / "reused_from.txt").write_text(f"{source.resolve()}\n")
+            _copy_run(source, run_dir)
             reused.append(name)
             continue
         if not (run_dir / "config.yaml").is_file():
@@ -220,6 +234,15 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
     return out
+
+
+def select_cells(grid: Grid, only: list[str]) -> list[tuple[str, dict[str, Any], Config]]:
+    """The cells matching every ``--only``; an ``--only`` that matches none is an error, not a silent no-op."""
+    cells = [c for c in grid.cells if cell_matches(c[1], only)]
+    if only and not cells:
+        choices = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in grid.axes.items())
+        raise UserError(f"--only {' '.join(only)} selects no cell of the grid", f"the axes' values are {choices}")
+    return cells
 
 
 def cell_matches(values: dict[str, Any], only: list[str]) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from learec.config import load_config, read_yaml
 from learec.errors import UserError
-from learec.grid import cell_matches, load_grid, run_grid
+from learec.grid import finished_runs, load_grid, run_grid, select_cells
 from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -56,6 +56,9 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     if out is not None:  # the file's le_run/report belong to its own out
         spec = {k: v for k, v in spec.items() if k not in ("le_run", "report")}
     le_run_dir, report_dir = _paths(spec, probe.out)
+    selected = [cfg for _, _, cfg in select_cells(probe, only or [])]  # a bad --only fails now, not after the LE
+    if reuse:
+        finished_runs(reuse)  # likewise a missing --reuse directory
     mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
     if mismatched:
         raise UserError(f"The grid's data section differs from the LE config's in {len(mismatched)} cell(s) "
@@ -68,7 +71,6 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print("[2/4] LE: labelling every training transition, and the LE quality report")
     cache = le.label()
     assert cache is not None
-    selected = [cfg for _, values, cfg in probe.cells if cell_matches(values, only or [])]
     if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
         le.eval_states()
     report_json = le_run_dir / "le_report.json"

@@ -79,6 +79,9 @@ def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypa
     second.write_text(
         f"base: base.yaml\nout: {tmp_path / 'second'}\naxes: {{variant: [ce, sqn, ce-lr], seed: [0]}}\n"
         "variants: {ce: [objective=ce], sqn: [objective=sqn], ce-lr: [objective=ce, train.lr=0.01]}\n")
+    # an interrupted run of the same experiment in the second grid: the finished copy replaces it
+    (tmp_path / "second" / "sqn-seed0").mkdir(parents=True)
+    (tmp_path / "second" / "sqn-seed0" / "config.yaml").write_text((tmp_path / "first" / "sqn-seed0" / "config.yaml").read_text())
     capsys.readouterr()
     assert main(["grid", "--config", str(second), "--only", "variant=ce,sqn", "--reuse", str(tmp_path / "first")]) == 0
     out = capsys.readouterr().out
@@ -88,6 +91,7 @@ def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypa
         assert (copied / "metrics.json").read_text() == (tmp_path / "first" / source / "metrics.json").read_text()
         assert (copied / "reused_from.txt").read_text().strip() == str((tmp_path / "first" / source).resolve())
     assert not (tmp_path / "second" / "ce-lr-seed0").exists()  # not selected by --only
+    assert not list((tmp_path / "second").glob(".reuse-*"))  # copies land whole, through a temporary folder
 
     assert main(["grid", "--config", str(second), "--reuse", str(tmp_path / "first")]) == 0
     out = capsys.readouterr().out
@@ -98,3 +102,5 @@ def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypa
 
     assert main(["grid", "--config", str(second), "--reuse", str(tmp_path / "nowhere")]) == 2
     assert "no such directory" in capsys.readouterr().err
+    assert main(["grid", "--config", str(second), "--only", "variant=sqm"]) == 2  # a typo is not a silent no-op
+    assert "selects no cell" in capsys.readouterr().err
