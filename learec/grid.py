@@ -145,12 +145,17 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
         return subprocess.run(cmd, stdout=out, stderr=out if quiet else None, env=env).returncode
 
 
-def finished_runs(dirs: list[Path]) -> dict[str, Path]:
-    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config."""
-    found: dict[str, Path] = {}
+def check_reuse_dirs(dirs: list[Path]) -> None:
     for d in dirs:
         if not Path(d).is_dir():
             raise UserError(f"--reuse {d}: no such directory", "name the output directory of another grid")
+
+
+def finished_runs(dirs: list[Path]) -> dict[str, Path]:
+    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config."""
+    check_reuse_dirs(dirs)
+    found: dict[str, Path] = {}
+    for d in dirs:
         for run in sorted(Path(d).iterdir()):
             if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
                 try:

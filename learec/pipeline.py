@@ -23,7 +23,7 @@ from typing import Any
 
 from learec.config import load_config, read_yaml
 from learec.errors import UserError
-from learec.grid import finished_runs, load_grid, run_grid, select_cells
+from learec.grid import check_reuse_dirs, load_grid, run_grid, select_cells
 from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -57,8 +57,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
         spec = {k: v for k, v in spec.items() if k not in ("le_run", "report")}
     le_run_dir, report_dir = _paths(spec, probe.out)
     selected = [cfg for _, _, cfg in select_cells(probe, only or [])]  # a bad --only fails now, not after the LE
-    if reuse:
-        finished_runs(reuse)  # likewise a missing --reuse directory
+    check_reuse_dirs(reuse or [])  # likewise a missing --reuse directory
     mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
     if mismatched:
         raise UserError(f"The grid's data section differs from the LE config's in {len(mismatched)} cell(s) "
