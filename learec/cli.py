@@ -144,6 +144,10 @@ def cmd_grid(args: argparse.Namespace) -> None:
         grid = load_grid(args.config)
         write_table(grid)
         out = grid.out
+    elif args.dry_run:
+        run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
+                 reuse=[Path(d) for d in args.reuse], dry_run=True)
+        return
     else:
         out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
                        reuse=[Path(d) for d in args.reuse])
@@ -261,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list each selected cell as finished, reuse (from where), resume (from which epoch), new or "
+                   "stale (config changed), and change nothing")
     _add_selection_args(p)
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("pipeline", help="the whole LEA experiment from one file: LE (item tokens, training, "

@@ -24,6 +24,7 @@ Each cell is a normal run directory; a finished cell (metrics.json present) is s
 interrupted one resumes. ``reuse`` directories (other grids' outputs) are searched for a finished run with
 the same config (threads and progress bars aside), which is copied in rather than trained again: e.g. the
 LEA pipeline's CE/SNQN/SA2C cells from the RL grid. That trusts the other run was made by the same code.
+``learec grid --dry-run`` lists what a run would do with each cell (:func:`plan_grid`) and touches nothing.
 
 The table averages over ``seed`` and reports mean ± std for every other cell, plus, with ``baseline``,
 the difference in test NDCG@10 to the row with those axis values (same other values, same seeds) and a
@@ -179,59 +180,108 @@ def _copy_run(source: Path, run_dir: Path) -> None:
     tmp.rename(run_dir)
 
 
+@dataclass
+class CellPlan:
+    """What running the grid will do with one cell, decided before anything is touched."""
+
+    name: str
+    run_dir: Path
+    cfg: Config
+    status: str  # finished | reuse | resume | new | stale
+    detail: str = ""  # the reuse source, how far a run got, or a stale folder's config differences
+    source: Path | None = None  # a finished run with the same config in a --reuse directory
+
+
+def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | None = None,
+              threads: int | None = None, workers: int = 1) -> list[CellPlan]:
+    """The selected cells with their status; reads the run folders and changes nothing."""
+    reusable = finished_runs(reuse) if reuse else {}
+    plans = []
+    for name, _, cfg in select_cells(grid, only or []):
+        run_dir = grid.out / name
+        if threads:
+            cfg.train.threads = threads
+        if workers > 1:
+            cfg.train.progress = False  # interleaved progress bars are unreadable
+        source = reusable.get(stable_hash(_comparable(cfg)))
+        if source is not None and source.resolve() == run_dir.resolve():
+            source = None
+        status, detail = "new", ""
+        if (run_dir / "config.yaml").is_file():
+            # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
+            differences = config_differences(_comparable(cfg), _comparable(load_config(run_dir / "config.yaml")))
+            if differences:
+                status, detail = "stale", ", ".join(differences)
+            elif (run_dir / "metrics.json").is_file():
+                status = "finished"
+            elif (run_dir / "checkpoints" / "last.pt").is_file():
+                status, detail = "resume", _progress_note(run_dir)
+        if status in ("new", "resume") and source is not None:
+            status, detail = "reuse", str(source)
+        plans.append(CellPlan(name, run_dir, cfg, status, detail, source))
+    return plans
+
+
+def _progress_note(run_dir: Path) -> str:
+    try:
+        history = json.loads((run_dir / "history.json").read_text())
+        return f"from epoch {history[-1]['epoch']}" if history else ""
+    except (OSError, ValueError, KeyError, IndexError):
+        return ""
+
+
+def print_plan(plans: list[CellPlan], out: Path) -> None:
+    """One line per cell, then the counts: what ``learec grid`` would do now."""
+    for plan in plans:
+        print(f"  {plan.status:<8} {plan.name}" + (f"  ({plan.detail})" if plan.detail else ""))
+    counts = {s: sum(p.status == s for p in plans) for s in ("finished", "reuse", "resume", "new", "stale")}
+    print(f"{len(plans)} runs -> {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,
-             grid: Grid | None = None, redo_stale: bool = False, reuse: list[Path] | None = None) -> Path:
+             grid: Grid | None = None, redo_stale: bool = False, reuse: list[Path] | None = None,
+             dry_run: bool = False) -> Path:
     """Run the grid's unfinished cells (those matching every ``only`` ``key=value[,value...]``) and write the
     table; a finished run with the same config in one of the ``reuse`` directories is copied, not rerun.
+    With ``dry_run``, print what would be done (:func:`plan_grid`) and change nothing.
 
     A cell folder started with another config is an error, or, with ``redo_stale``, moved aside to
     ``out/.stale/`` and run again (the pipeline does this when its LE cache changed).
     """
     grid = grid or load_grid(path)
     out = grid.out
-    cells = select_cells(grid, only or [])
-    reusable = finished_runs(reuse) if reuse else {}
-    todo, stale, reused = [], [], []
-    for name, _, cfg in cells:
-        run_dir = out / name
-        if threads:
-            cfg.train.threads = threads
-        if workers > 1:
-            cfg.train.progress = False  # interleaved progress bars are unreadable
-        if (run_dir / "config.yaml").is_file():
-            # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
-            saved = load_config(run_dir / "config.yaml")
-            differences = config_differences(_comparable(cfg), _comparable(saved))
-            if differences and redo_stale:
-                aside = out / ".stale" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                run_dir.rename(aside)
-                print(f"{run_dir} was made with another config ({', '.join(differences)}): moved to {aside}")
-            elif differences:
-                stale.append(f"{run_dir} ({', '.join(differences)})")
-                continue
-        if (run_dir / "metrics.json").is_file():
-            continue
-        source = reusable.get(stable_hash(_comparable(cfg)))
-        if source is not None and source.resolve() != run_dir.resolve():
-            _copy_run(source, run_dir)
-            reused.append(name)
-            continue
-        if not (run_dir / "config.yaml").is_file():
-            cfg.save(run_dir / "config.yaml")
-        todo.append(run_dir)
-    if stale:
+    plans = plan_grid(grid, only, reuse, threads, workers)
+    if dry_run:
+        print_plan(plans, out)
+        return out
+    stale = [f"{p.run_dir} ({p.detail})" for p in plans if p.status == "stale"]
+    if stale and not redo_stale:
         raise UserError("These runs were started with another config than the grid now gives them: " + "; ".join(stale),
                         "move or delete those folders, or give the grid another `out`")
-    pending = {out / name: cfg for name, _, cfg in cells if out / name in todo}
-    for data_cfg in {json.dumps(c.data.model_dump(mode="json"), sort_keys=True): c.data for c in pending.values()}.values():
+    todo, reused = [], []
+    for plan in plans:
+        if plan.status == "finished":
+            continue
+        if plan.status == "stale":
+            aside = out / ".stale" / f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            plan.run_dir.rename(aside)
+            print(f"{plan.run_dir} was made with another config ({plan.detail}): moved to {aside}")
+        if plan.source is not None:
+            _copy_run(plan.source, plan.run_dir)
+            reused.append(plan.name)
+            continue
+        if not (plan.run_dir / "config.yaml").is_file():
+            plan.cfg.save(plan.run_dir / "config.yaml")
+        todo.append(plan)
+    for data_cfg in {json.dumps(p.cfg.data.model_dump(mode="json"), sort_keys=True): p.cfg.data for p in todo}.values():
         prepare(data_cfg)  # once, before the workers start, rather than racing in each of them
     if reused:
         print(f"reused {len(reused)} finished run(s) with the same config from {', '.join(map(str, reuse or []))}")
-    print(f"grid {path}: {len(cells)} runs, {len(cells) - len(todo)} already finished, {len(todo)} to run -> {out}")
+    print(f"grid {path}: {len(plans)} runs, {len(plans) - len(todo)} already finished, {len(todo)} to run -> {out}")
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_cell, d, workers > 1): d for d in todo}
+        futures = {pool.submit(_run_cell, p.run_dir, workers > 1): p.run_dir for p in todo}
         for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run"):
             if future.result() != 0:
                 failed.append(str(futures[future]))

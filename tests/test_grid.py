@@ -104,3 +104,43 @@ def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypa
     assert "no such directory" in capsys.readouterr().err
     assert main(["grid", "--config", str(second), "--only", "variant=sqm"]) == 2  # a typo is not a silent no-op
     assert "selects no cell" in capsys.readouterr().err
+
+
+def test_dry_run_reports_each_cell_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    _synthetic_base(tmp_path, monkeypatch, "gru4rec", n_users=40)
+    grid_file = tmp_path / "grid.yaml"
+    out = tmp_path / "out"
+    grid_file.write_text(f"base: base.yaml\nout: {out}\naxes: {{objective: [ce, sqn, sac, snqn, sa2c]}}\n")
+    cells = {name: cfg for name, _, cfg in load_grid(grid_file).cells}
+    # Cell folders in every state, made by hand (no training): finished, interrupted after epoch 3, started
+    # under another config, and one that another grid's output holds finished.
+    for name in ("ce", "sqn", "sac"):
+        cells[name].save(out / name / "config.yaml")
+    (out / "ce" / "metrics.json").write_text("{}")
+    (out / "sqn" / "checkpoints").mkdir()
+    (out / "sqn" / "checkpoints" / "last.pt").write_bytes(b"")
+    (out / "sqn" / "history.json").write_text('[{"epoch": 2}, {"epoch": 3}]')
+    changed = cells["sac"].model_copy(deep=True)
+    changed.train.lr = 0.5
+    changed.save(out / "sac" / "config.yaml")
+    other = tmp_path / "other"
+    cells["snqn"].save(other / "snqn-seed0" / "config.yaml")
+    (other / "snqn-seed0" / "metrics.json").write_text("{}")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+
+    capsys.readouterr()
+    assert main(["grid", "--config", str(grid_file), "--dry-run", "--reuse", str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
+    assert status == {"ce": "finished", "sqn": "resume", "sac": "stale",
+                      "snqn": "reuse", "sa2c": "new"}
+    assert any("sqn  (from epoch 3)" in line for line in lines)
+    assert any("train.lr" in line for line in lines if "sac" in line)
+    assert any(str(other / "snqn-seed0") in line for line in lines if "snqn" in line)
+    assert lines[-1].endswith("5 runs -> " + str(out) + ": 1 finished, 1 reuse, 1 resume, 1 new, 1 stale")
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+    # A real run with a stale cell stops before it touches anything, the reusable cell included.
+    assert main(["grid", "--config", str(grid_file), "--reuse", str(other)]) == 2
+    assert "another config" in capsys.readouterr().err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
