@@ -264,10 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
-    p.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list each selected cell as finished, reuse (from where), resume (from which epoch), new or "
-                   "stale (config changed), and change nothing")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
+    what.add_argument("--dry-run", action="store_true",
+                      help="list each selected cell as finished, reuse (from where), resume (validated up to which "
+                      "epoch), new or stale (config changed), and change nothing")
     _add_selection_args(p)
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("pipeline", help="the whole LEA experiment from one file: LE (item tokens, training, "

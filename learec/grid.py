@@ -194,7 +194,8 @@ class CellPlan:
 
 def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | None = None,
               threads: int | None = None, workers: int = 1) -> list[CellPlan]:
-    """The selected cells with their status; reads the run folders and changes nothing."""
+    """The selected cells with their status. Reads the run folders and changes none; the cells' configs get
+    ``threads`` and (with several workers) no progress bars, as the runs will be saved with."""
     reusable = finished_runs(reuse) if reuse else {}
     plans = []
     for name, _, cfg in select_cells(grid, only or []):
@@ -207,17 +208,19 @@ def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | Non
         if source is not None and source.resolve() == run_dir.resolve():
             source = None
         status, detail = "new", ""
-        if (run_dir / "config.yaml").is_file():
-            # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
-            differences = config_differences(_comparable(cfg), _comparable(load_config(run_dir / "config.yaml")))
-            if differences:
-                status, detail = "stale", ", ".join(differences)
-            elif (run_dir / "metrics.json").is_file():
-                status = "finished"
-            elif (run_dir / "checkpoints" / "last.pt").is_file():
-                status, detail = "resume", _progress_note(run_dir)
+        # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
+        differences = ((run_dir / "config.yaml").is_file()
+                       and config_differences(_comparable(cfg), _comparable(load_config(run_dir / "config.yaml"))))
+        if differences:
+            status, detail = "stale", ", ".join(differences)
+        elif (run_dir / "metrics.json").is_file():
+            status = "finished"
+        elif (run_dir / "checkpoints" / "last.pt").is_file():
+            status, detail = "resume", _progress_note(run_dir)
         if status in ("new", "resume") and source is not None:
             status, detail = "reuse", str(source)
+        elif status == "stale" and source is not None:
+            detail += f"; reusable from {source}"
         plans.append(CellPlan(name, run_dir, cfg, status, detail, source))
     return plans
 
@@ -225,7 +228,8 @@ def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | Non
 def _progress_note(run_dir: Path) -> str:
     try:
         history = json.loads((run_dir / "history.json").read_text())
-        return f"from epoch {history[-1]['epoch']}" if history else ""
+        # the last validation, not the checkpoint: a run may have trained further since
+        return f"validated up to epoch {history[-1]['epoch']}" if history else ""
     except (OSError, ValueError, KeyError, IndexError):
         return ""
 
@@ -236,6 +240,9 @@ def print_plan(plans: list[CellPlan], out: Path) -> None:
         print(f"  {plan.status:<8} {plan.name}" + (f"  ({plan.detail})" if plan.detail else ""))
     counts = {s: sum(p.status == s for p in plans) for s in ("finished", "reuse", "resume", "new", "stale")}
     print(f"{len(plans)} runs -> {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if counts["stale"]:
+        print("a run would stop at the stale cells (made with another config): move or delete those folders, or "
+              "give the grid another `out`")
 
 
 def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, only: list[str] | None = None,

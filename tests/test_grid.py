@@ -134,10 +134,11 @@ def test_dry_run_reports_each_cell_and_changes_nothing(tmp_path, monkeypatch, ca
     status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
     assert status == {"ce": "finished", "sqn": "resume", "sac": "stale",
                       "snqn": "reuse", "sa2c": "new"}
-    assert any("sqn  (from epoch 3)" in line for line in lines)
+    assert any("sqn  (validated up to epoch 3)" in line for line in lines)
     assert any("train.lr" in line for line in lines if "sac" in line)
     assert any(str(other / "snqn-seed0") in line for line in lines if "snqn" in line)
-    assert lines[-1].endswith("5 runs -> " + str(out) + ": 1 finished, 1 reuse, 1 resume, 1 new, 1 stale")
+    assert lines[-2].endswith("5 runs -> " + str(out) + ": 1 finished, 1 reuse, 1 resume, 1 new, 1 stale")
+    assert lines[-1].startswith("a run would stop at the stale cells")
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
 
     # A real run with a stale cell stops before it touches anything, the reusable cell included.
