@@ -162,7 +162,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
         raise UserError("--le-set needs --out DIR", "give each LE setting its own output directory, so runs of "
                         "another setting are not replaced")
     run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out,
-                 only=args.only, reuse=[Path(d) for d in args.reuse])
+                 only=args.only, reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2")
     p.add_argument("--out", help="output directory instead of the file's `out` (the LE run and the report go "
                    "inside it); with --le-set, one directory per point of an LE ablation")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what each stage would do (LE stages from their keys, then every selected grid cell "
+                   "as in `learec grid --dry-run`) without loading the LLM or running anything")
     _add_selection_args(p)
     p.set_defaults(func=cmd_pipeline)
     p = sub.add_parser("report", help="Markdown + HTML report with tables and plots from grid output directories")

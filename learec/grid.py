@@ -187,7 +187,7 @@ class CellPlan:
     name: str
     run_dir: Path
     cfg: Config
-    status: str  # finished | reuse | resume | new | stale
+    status: str  # finished | reuse | resume | new | stale (| waits: the pipeline's cells before their labels)
     detail: str = ""  # the reuse source, how far a run got, or a stale folder's config differences
     source: Path | None = None  # a finished run with the same config in a --reuse directory
 
@@ -234,13 +234,15 @@ def _progress_note(run_dir: Path) -> str:
         return ""
 
 
-def print_plan(plans: list[CellPlan], out: Path) -> None:
-    """One line per cell, then the counts: what ``learec grid`` would do now."""
+def print_plan(plans: list[CellPlan], out: Path, redo_stale: bool = False) -> None:
+    """One line per cell, then the counts: what ``learec grid`` (``redo_stale``: the pipeline) would do now."""
     for plan in plans:
         print(f"  {plan.status:<8} {plan.name}" + (f"  ({plan.detail})" if plan.detail else ""))
-    counts = {s: sum(p.status == s for p in plans) for s in ("finished", "reuse", "resume", "new", "stale")}
+    counts = {s: sum(p.status == s for p in plans) for s in ("finished", "reuse", "resume", "new", "stale", "waits")}
     print(f"{len(plans)} runs -> {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    if counts["stale"]:
+    if counts["stale"] and redo_stale:
+        print(f"the stale cells would be moved to {out / '.stale'} and run again")
+    elif counts["stale"]:
         print("a run would stop at the stale cells (made with another config): move or delete those folders, or "
               "give the grid another `out`")
 

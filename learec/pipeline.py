@@ -11,7 +11,8 @@ Pipeline file = a grid file (see :mod:`learec.grid`, usually with ``variants``) 
 
 Every stage is skipped when its output is valid for its inputs and redone otherwise: the LE stages by
 their keys (learec.env.run), the grid runs by their configs, which name the labelling cache's key, so
-runs trained on an older cache are moved aside and run again.
+runs trained on an older cache are moved aside and run again. ``--dry-run`` reads those keys and prints
+what each stage and each grid cell would do, without loading the LLM.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from learec.config import load_config, read_yaml
+from learec.config import Config, load_config, read_yaml
 from learec.errors import UserError
-from learec.grid import check_reuse_dirs, load_grid, run_grid, select_cells
+from learec.grid import check_reuse_dirs, load_grid, plan_grid, print_plan, run_grid, select_cells
 from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
@@ -40,10 +41,11 @@ def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None, le_set: list[str] | None = None,
                  out: str | Path | None = None, only: list[str] | None = None,
-                 reuse: list[Path] | None = None) -> Path:
+                 reuse: list[Path] | None = None, dry_run: bool = False) -> Path:
     """Run (or finish) the pipeline of ``path``; returns the report directory. ``le_set`` adds LE overrides
     and ``out`` replaces the output directory, so one file serves every point of an LE ablation; ``only``
-    and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`."""
+    and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`. With
+    ``dry_run``, print what each stage would do (:func:`print_dry_run`) and run nothing."""
     from learec.env.run import LERun
     from learec.report import build_report
 
@@ -64,6 +66,10 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
                         f"(e.g. {mismatched[0]}): the labels would not line up with the transitions",
                         "give the LE config and the grid the same data settings")
 
+    if dry_run:
+        print_dry_run(path, le_cfg, le_run_dir, out, only, reuse, workers, threads)
+        return report_dir
+
     print(f"[1/4] LE: item tokens and LE training -> {le_run_dir}")
     le = LERun(le_run_dir, le_cfg, replace_config=True)
     le.model(train=True)
@@ -73,8 +79,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
         le.eval_states()
     report_json = le_run_dir / "le_report.json"
-    report_key = stable_hash({"labels": cache.key, "report": le.cfg.le.report.model_dump(),
-                              "contents": LE_REPORT_CONTENTS})
+    report_key = _report_key(cache.key, le.cfg)
     if not _report_is_current(report_json, report_key):
         le.report()
         _stamp_report(report_json, report_key)
@@ -90,6 +95,37 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     return report_dir
 
 
+def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path | None, only: list[str] | None,
+                  reuse: list[Path] | None, workers: int, threads: int | None) -> None:
+    """The LE stages' status from their keys, then the grid's plan (:func:`learec.grid.plan_grid`). Until the
+    labels are complete, the cells that read them wait: their config names the labels' key."""
+    from learec.env.run import stage_status
+
+    status, cache_key = stage_status(le_cfg, le_run_dir)
+    if cache_key is not None:
+        current = _report_is_current(le_run_dir / "le_report.json", _report_key(cache_key, le_cfg))
+        status["LE report"] = "current" if current else "to make"
+    print(f"LE run {le_run_dir}:")
+    for stage, what in status.items():
+        print(f"  {stage:<12} {what}")
+    grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache_key or 'pending'}"],
+                     extra_keys=PIPELINE_KEYS, out=out)
+    plans = plan_grid(grid, only, reuse, threads, workers)
+    if cache_key is None:
+        for plan in plans:
+            if plan.cfg.lea.enabled and plan.status != "finished":
+                plan.status, plan.detail = "waits", "for the LE labels"
+            elif plan.cfg.lea.enabled:
+                plan.status, plan.detail = "waits", "finished: redone if the new labels differ"
+    print(f"RL grid {grid.out}:")
+    print_plan(plans, grid.out, redo_stale=True)
+
+
+def _report_key(labels_key: str, le_cfg: Config) -> str:
+    """The labels and report settings an LE report is made from."""
+    return stable_hash({"labels": labels_key, "report": le_cfg.le.report.model_dump(), "contents": LE_REPORT_CONTENTS})
+
+
 def _report_is_current(path: Path, key: str) -> bool:
     if not path.is_file():
         return False
@@ -101,5 +137,5 @@ def _report_is_current(path: Path, key: str) -> bool:
 
 def _stamp_report(path: Path, key: str) -> None:
     report = json.loads(path.read_text())
-    report["report_key"] = key  # the labels and report settings it was made from
+    report["report_key"] = key  # see _report_key
     atomic_write_json(path, report)

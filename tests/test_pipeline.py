@@ -37,10 +37,33 @@ def _mtimes(out: Path) -> dict[str, int]:
     return {str(f.relative_to(out)): f.stat().st_mtime_ns for f in files}
 
 
+def _dry_run_status(printed: str) -> dict[str, str]:
+    """``--dry-run`` output as {LE stage or grid cell: status}."""
+    status = {}
+    for line in printed.splitlines():
+        words = line.split()
+        if not line.startswith("  "):
+            continue
+        if words[0] in ("finished", "reuse", "resume", "new", "stale", "waits"):  # "  new      ce-seed0"
+            status[words[1]] = words[0]
+        else:  # "  item tokens  current"
+            stage, what = line.strip().split("  ", 1)
+            status[stage] = what.strip()
+    return status
+
+
 def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     pipeline = workdir / "lea_smoke.yaml"
-    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     out = workdir / "runs" / "lea-smoke"
+    # a dry run before anything exists: every stage to do, the LE cells waiting for the labels, nothing written
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
+    plan = _dry_run_status(capsys.readouterr().out)
+    assert plan["item tokens"] == "to train" and plan["labelling"] == "after LE training"
+    assert plan["ce-seed0"] == plan["snqn-seed0"] == plan["sa2c-seed0"] == "new"
+    assert plan["snqn+sm-seed0"] == plan["snqn+lea-seed0"] == "waits"
+    assert not out.exists()
+
+    assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     report = out / "report"
     assert "report.md" in capsys.readouterr().out
     text = (report / "report.md").read_text()
@@ -56,7 +79,12 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     # a run with the LE state in its ranking head made the pipeline write the evaluation events' LE states
     assert (out / "le" / "eval_states" / "test.npy").is_file()
 
-    # a second run redoes nothing
+    # a second run redoes nothing, and a dry run says so first
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
+    plan = _dry_run_status(capsys.readouterr().out)
+    assert (plan["item tokens"], plan["labelling"], plan["LE report"]) == ("current", "complete", "current")
+    assert {name: status for name, status in plan.items() if "seed" in name} == {
+        name.split("/")[0]: "finished" for name in first if name.endswith("metrics.json")}
     assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     assert _mtimes(out) == first
 
@@ -72,6 +100,10 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
 
     # another LE (one more epoch): retrained, relabelled, and exactly the runs that read the LE are redone
     pipeline.write_text(pipeline.read_text().replace("le: le_smoke.yaml", "le: le_smoke.yaml\nle_set: [le.train.epochs=3]"))
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
+    plan = _dry_run_status(capsys.readouterr().out)
+    assert plan["item tokens"] == "current" and plan["LE training"].startswith("made from other inputs")
+    assert plan["snqn+sm-seed0"] == "waits" and plan["snqn-seed0"] == "finished"
     assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     changed = {k for k, v in _mtimes(out).items() if first.get(k) != v}
     assert "le/le/heads.pt" in changed

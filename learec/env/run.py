@@ -35,7 +35,7 @@ from learec.data.prepared import PreparedData, prepare
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first, rank_device
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
-from learec.env.label import LabelCache, cache_problem, label_transitions, load_label_cache
+from learec.env.label import SHARDS, LabelCache, cache_problem, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import augmentation_quality, le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
@@ -86,6 +86,57 @@ def _item_tokens_key(cfg: Config, data: PreparedData) -> str:
 def _le_key(cfg: Config, data: PreparedData) -> str:
     return stable_hash({"item_tokens": _item_tokens_key(cfg, data), "model": cfg.le.model.model_dump(),
                         "train": cfg.le.train.model_dump(), "seed": cfg.le.seed})
+
+
+def _negatives(cfg: Config) -> int:
+    return cfg.le.label.negatives or cfg.rl.negatives
+
+
+def _label_fingerprint(cfg: Config, data: PreparedData, le_weights: str) -> dict[str, Any]:
+    """What the labels depend on; ``le_weights`` is the LE's weights hash (also kept in ``le/done.json``)."""
+    label = cfg.le.label.model_dump()
+    label["negatives"] = _negatives(cfg)
+    return {"lm": cfg.le.lm or "default", "le_weights": le_weights, "data": data.manifest["key"],
+            "label": label, "window": cfg.le.model.window, "transitions": len(data.train)}
+
+
+def stage_status(cfg: Config, run_dir: Path) -> tuple[dict[str, str], str | None]:
+    """What the LE stages of ``run_dir`` would do with ``cfg`` (item tokens, LE training, labelling), read
+    from the keys in their files: no LM is loaded and the run directory is not written (the data cache
+    may be prepared). Returns a status per stage and the labelling cache's key when it is complete and
+    current (else None)."""
+    data = prepare(cfg.data)
+    tokens = run_dir / "item_tokens.pt"
+    if not tokens.is_file():
+        status = {"item tokens": "to train"}
+    elif torch.load(tokens, weights_only=False).get("key") == _item_tokens_key(cfg, data):
+        status = {"item tokens": "current"}
+    else:
+        status = {"item tokens": "made from other inputs: retrain"}
+    done_path = run_dir / "le" / "done.json"
+    done = json.loads(done_path.read_text()) if done_path.is_file() else None
+    if done is not None and done.get("key") == _le_key(cfg, data):
+        status["LE training"] = f"done ({done.get('users', '?')} users)"
+    elif done is not None:
+        status["LE training"] = "made from other inputs: retrain"
+    elif (run_dir / "le" / "train_state.pt").is_file():
+        status["LE training"] = "interrupted: resumes if made from the same inputs"
+    else:
+        status["LE training"] = "to train"
+    label_dir = run_dir / "label"
+    if not status["LE training"].startswith("done"):
+        status["labelling"] = "after LE training"
+        return status, None
+    problem = cache_problem(label_dir, _label_fingerprint(cfg, data, done["weights"]))
+    if problem is None:
+        status["labelling"] = "complete"
+        return status, load_label_cache(label_dir, verify=False).key
+    if problem == "incomplete":
+        shards = len(list((label_dir / SHARDS).glob("*.npz"))) if (label_dir / SHARDS).is_dir() else 0
+        status["labelling"] = f"incomplete: resumes after {shards} shard(s) of users"
+    else:
+        status["labelling"] = f"{problem}: label"
+    return status, None
 
 
 class LERun:
@@ -190,14 +241,11 @@ class LERun:
 
     # --- stage 3: labelling -------------------------------------------------------------------------
     def label_fingerprint(self, model: LEModel) -> dict[str, Any]:
-        label = self.cfg.le.label.model_dump()
-        label["negatives"] = self.negatives
-        return {"lm": self.cfg.le.lm or "default", "le_weights": weights_hash(model), "data": self.data.manifest["key"],
-                "label": label, "window": self.cfg.le.model.window, "transitions": len(self.data.train)}
+        return _label_fingerprint(self.cfg, self.data, weights_hash(model))
 
     @property
     def negatives(self) -> int:
-        return self.cfg.le.label.negatives or self.cfg.rl.negatives
+        return _negatives(self.cfg)
 
     def label(self, stop_after_shards: int | None = None) -> LabelCache | None:
         model = self.model(train=False)
