@@ -364,7 +364,8 @@ def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
     extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
     if grid.compare:
-        extra += [f"Δ{metric} vs same method without LE", "p "]
+        # the row's `compare` variant, named in its own column (usually the same method without the LE)
+        extra += ["compared with", f"Δ{metric} vs it", "p "]
     md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
           "|" + "---|" * (len(group_keys) + 1 + len(metric_keys) + len(extra))]
     for key, rs in groups.items():
@@ -374,8 +375,8 @@ def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
         if grid.compare:
             variant = dict(zip(group_keys, key)).get("variant")
             other = grid.compare.get(str(variant))
-            cols += (_significance(dict(zip(group_keys, key)), {"variant": other}, rs, ranks, axis_keys, metric,
-                                   paired_test) if other else ["", ""])
+            cols += ([other, *_significance(dict(zip(group_keys, key)), {"variant": other}, rs, ranks, axis_keys,
+                                            metric, paired_test)] if other else ["", "", ""])
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path

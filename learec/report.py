@@ -1,7 +1,7 @@
 """Reports of grids (and of the LE behind them): Markdown + HTML with tables and PNG plots.
 
 ``learec report GRID_DIRS... --out DIR [--le-run LE_DIR]`` reads each grid's ``results.md`` (mean ± std
-over seeds, paired tests against the baseline and against the same method without the LE) and
+over seeds, paired tests against the baseline and against each variant's ``compare`` variant) and
 ``cells.json`` (which folder is which cell), and draws:
 
 - ``val_curves.png``: validation NDCG@10 over training, per variant (mean over seeds);
