@@ -127,7 +127,7 @@ def stage_status(cfg: Config, run_dir: Path) -> tuple[dict[str, str], str | None
     if not status["LE training"].startswith("done"):
         status["labelling"] = "after LE training"
         return status, None
-    problem = cache_problem(label_dir, _label_fingerprint(cfg, data, done["weights"]))
+    problem = cache_problem(label_dir, _label_fingerprint(cfg, data, done.get("weights", "")))
     if problem is None:
         status["labelling"] = "complete"
         return status, load_label_cache(label_dir, verify=False).key
