@@ -261,7 +261,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     out = grid.out
     plans = plan_grid(grid, only, reuse, threads, workers)
     if dry_run:
-        print_plan(plans, out)
+        print_plan(plans, out, redo_stale)
         return out
     stale = [f"{p.run_dir} ({p.detail})" for p in plans if p.status == "stale"]
     if stale and not redo_stale:
