@@ -144,13 +144,11 @@ def cmd_grid(args: argparse.Namespace) -> None:
         grid = load_grid(args.config)
         write_table(grid)
         out = grid.out
-    elif args.dry_run:
-        run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
-                 reuse=[Path(d) for d in args.reuse], dry_run=True)
-        return
     else:
         out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
-                       reuse=[Path(d) for d in args.reuse])
+                       reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
+        if args.dry_run:
+            return
     print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
     print((out / "results.md").read_text())
 

@@ -180,6 +180,9 @@ def _copy_run(source: Path, run_dir: Path) -> None:
     tmp.rename(run_dir)
 
 
+CELL_STATUSES = ("finished", "reuse", "resume", "new", "stale", "waits")  # waits: pipeline cells before their labels
+
+
 @dataclass
 class CellPlan:
     """What running the grid will do with one cell, decided before anything is touched."""
@@ -187,7 +190,7 @@ class CellPlan:
     name: str
     run_dir: Path
     cfg: Config
-    status: str  # finished | reuse | resume | new | stale (| waits: the pipeline's cells before their labels)
+    status: str  # one of CELL_STATUSES
     detail: str = ""  # the reuse source, how far a run got, or a stale folder's config differences
     source: Path | None = None  # a finished run with the same config in a --reuse directory
 
@@ -238,7 +241,7 @@ def print_plan(plans: list[CellPlan], out: Path, redo_stale: bool = False) -> No
     """One line per cell, then the counts: what ``learec grid`` (``redo_stale``: the pipeline) would do now."""
     for plan in plans:
         print(f"  {plan.status:<8} {plan.name}" + (f"  ({plan.detail})" if plan.detail else ""))
-    counts = {s: sum(p.status == s for p in plans) for s in ("finished", "reuse", "resume", "new", "stale", "waits")}
+    counts = {s: sum(p.status == s for p in plans) for s in CELL_STATUSES}
     print(f"{len(plans)} runs -> {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if counts["stale"] and redo_stale:
         print(f"the stale cells would be moved to {out / '.stale'} and run again")

@@ -113,10 +113,8 @@ def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path 
     plans = plan_grid(grid, only, reuse, threads, workers)
     if cache_key is None:
         for plan in plans:
-            if plan.cfg.lea.enabled and plan.status != "finished":
+            if plan.cfg.lea.enabled:  # planned against a placeholder key, so a folder of theirs would look stale
                 plan.status, plan.detail = "waits", "for the LE labels"
-            elif plan.cfg.lea.enabled:
-                plan.status, plan.detail = "waits", "finished: redone if the new labels differ"
     print(f"RL grid {grid.out}:")
     print_plan(plans, grid.out, redo_stale=True)
 
