@@ -10,7 +10,7 @@ over seeds, paired tests against the baseline and against each variant's ``compa
 - ``le_rewards.png``: the LE reward distributions of logged actions, negatives and augmented actions;
 - ``le_sensitivity_<key>.png``: with several grids whose LEs differ in a numeric ``le.*`` setting (e.g. the
   user subset, ``learec pipeline --le-set le.train.user_fraction=... --out ...`` per point), test NDCG@10
-  of each variant against that setting.
+  of each variant against that setting, and a table of each grid's LE quality beside its recommenders' metrics.
 """
 
 from __future__ import annotations
@@ -64,14 +64,18 @@ def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
     return flat
 
 
-def _le_settings(grid_dir: Path) -> dict[str, Any]:
-    """The ``le.*`` settings of the LE whose cache the grid's LE runs read (empty without one)."""
+def _le_run(grid_dir: Path) -> Path | None:
+    """The LE run directory whose cache the grid's LE runs read (None without one)."""
     for run_config in sorted(grid_dir.glob("*/config.yaml")):
         cache = ((yaml.safe_load(run_config.read_text()) or {}).get("lea") or {}).get("cache")
-        le_config = Path(cache) / "config.yaml" if cache else None
-        if le_config is not None and le_config.is_file():
-            return _flatten((yaml.safe_load(le_config.read_text()) or {}).get("le") or {}, "le.")
-    return {}
+        if cache and (Path(cache) / "config.yaml").is_file():
+            return Path(cache)
+    return None
+
+
+def _le_settings(le_run: Path) -> dict[str, Any]:
+    """The ``le.*`` settings of an LE run, flattened."""
+    return _flatten((yaml.safe_load((le_run / "config.yaml").read_text()) or {}).get("le") or {}, "le.")
 
 
 # LE settings that change how fast, not what: never a sensitivity axis
@@ -79,29 +83,71 @@ LE_RUNTIME_KEYS = {"le.threads", "le.progress", "le.device", "le.label.batch_row
                    "le.report.val_users"}
 
 
+def _grids_with_le(grids: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Path], list[dict[str, Any]], list[str]]:
+    """The grids that read an LE, their LE runs and settings, and the settings that differ between them."""
+    with_le = [(g, run) for g in grids if (run := _le_run(g["dir"])) is not None]
+    settings = [_le_settings(run) for _, run in with_le]
+    keys = sorted({k for s in settings for k in s} - LE_RUNTIME_KEYS)
+    differing = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+    return [g for g, _ in with_le], [run for _, run in with_le], settings, differing
+
+
 def _plot_le_sensitivity(grids: list[dict[str, Any]], out: Path, metric: str = "ndcg@10") -> list[Path]:
     """Test ``metric`` per variant against each numeric LE setting that differs between the grids (those
     with an LE run)."""
-    with_le = [(g, s) for g in grids if (s := _le_settings(g["dir"]))]
-    grids, settings = [g for g, _ in with_le], [s for _, s in with_le]
-    keys = sorted({k for s in settings for k in s} - LE_RUNTIME_KEYS)
+    grids, _, settings, differing = _grids_with_le(grids)
     paths = []
-    for key in keys:
+    for key in differing:
         values = [s.get(key) for s in settings]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if not numeric or len(set(values)) < 2:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             continue
         lines: dict[str, dict[float, list[float]]] = {}
         for grid, value in zip(grids, values):
-            others = [k for k in grid["axes"] if k != "seed"]
-            for run in grid["runs"]:
-                if run["test"]:
-                    lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(value, []).append(
-                        run["test"][metric])
+            for name, tests in _test_groups(grid).items():
+                lines.setdefault(name, {}).setdefault(value, []).extend(t[metric] for t in tests)
         path = out / f"le_sensitivity_{key.replace('.', '_')}.png"
         _plot_lines(lines, key, f"test {metric} (mean ± std over seeds)", path)
         paths.append(path)
     return paths
+
+
+def _le_points_table(grids: list[dict[str, Any]], metric: str = "ndcg@10") -> list[str]:
+    """Markdown: one row per grid with an LE, giving the LE settings that differ between them, the LE's
+    quality (its ``le_report.json``) and each variant's test ``metric``, so that a better LE and a better
+    recommender can be read side by side."""
+    grids, le_runs, settings, differing = _grids_with_le(grids)
+    if len(grids) < 2 or not differing:
+        return []
+    # in the order of the grid with the most groups, which lists its axes' values as its file does
+    groups = list(dict.fromkeys(name for g in sorted(grids, key=lambda g: -len(_test_groups(g)))
+                                for name in _test_groups(g)))
+    header = ["grid", *differing, "LE state NDCG@10", "popularity NDCG@10", "reward pairwise acc.",
+              *[f"{name}: test {metric}" for name in groups]]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for grid, le_run, setting in zip(grids, le_runs, settings):
+        report_path = le_run / "le_report.json"
+        quality = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        cells = [Path(grid["dir"]).name, *[str(setting.get(k, "")) for k in differing],
+                 *[f"{quality[k]:.4f}" if k in quality else "" for k in ("state_ndcg@10", "pop_ndcg@10")],
+                 f"{quality['reward_pairwise_acc']:.3f}" if "reward_pairwise_acc" in quality else ""]
+        tests = _test_groups(grid)
+        for name in groups:
+            values = [t[metric] for t in tests.get(name, [])]
+            cells.append("" if not values else f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+                         if len(values) > 1 else f"{values[0]:.4f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return ["Each grid's LE (quality on its validation users, `le_report.json`) and the recommenders trained "
+            f"on it (test {metric}, mean ± std over seeds):", "", *rows, ""]
+
+
+def _test_groups(grid: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """The finished runs' test metrics, grouped by every axis but the seed."""
+    keys = [k for k in grid["axes"] if k != "seed"]
+    groups: dict[str, list[dict[str, float]]] = {}
+    for run in grid["runs"]:
+        if run["test"]:
+            groups.setdefault(_group_key(run["values"], keys) or "all", []).append(run["test"])
+    return groups
 
 
 def _plot_lines(lines: dict[str, dict[float, list[float]]], xlabel: str, ylabel: str, path: Path) -> None:
@@ -152,11 +198,7 @@ def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> b
 
 
 def _plot_bars(grid: dict[str, Any], path: Path, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> bool:
-    keys = [k for k in grid["axes"] if k != "seed"]
-    groups: dict[str, list[dict[str, float]]] = {}
-    for run in grid["runs"]:
-        if run["test"]:
-            groups.setdefault(_group_key(run["values"], keys), []).append(run["test"])
+    groups = _test_groups(grid)
     if not groups:
         return False
     plt = _plt()
@@ -293,8 +335,9 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -
         for path in _plot_sensitivity(grid, out, i):
             md += [f"![sensitivity]({path.name})", ""]
     le_plots = _plot_le_sensitivity(grids, out) if len(grids) > 1 else []
-    if le_plots:
-        md += ["## Sensitivity to the LE settings", ""] + [f"![LE sensitivity]({p.name})\n" for p in le_plots]
+    le_table = _le_points_table(grids)
+    if le_plots or le_table:
+        md += ["## Sensitivity to the LE settings", "", *le_table] + [f"![LE sensitivity]({p.name})\n" for p in le_plots]
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_markdown_to_html(text))

@@ -3,6 +3,7 @@ invalid ones redone, and only the runs that depend on a changed LE cache are rer
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -133,7 +134,18 @@ def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Pa
     assert not (workdir / "runs" / "lea-smoke").exists()  # the file's own out is untouched
     assert main(["report", "runs/abl-1", "runs/abl-2", "--out", "both"]) == 0
     assert (workdir / "both" / "le_sensitivity_le_train_epochs.png").stat().st_size > 1000
-    assert "Sensitivity to the LE settings" in (workdir / "both" / "report.md").read_text()
+    text = (workdir / "both" / "report.md").read_text()
+    assert "Sensitivity to the LE settings" in text
+    # the LE points table: each grid's LE setting and quality beside its runs' test metrics
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in text.splitlines()
+            if line.startswith("| abl-")}
+    assert set(rows) == {"abl-1", "abl-2"}
+    for epochs in (1, 2):
+        row = rows[f"abl-{epochs}"]
+        quality = json.loads((workdir / "runs" / f"abl-{epochs}" / "le" / "le_report.json").read_text())
+        test = json.loads((workdir / "runs" / f"abl-{epochs}" / "snqn-seed0" / "metrics.json").read_text())["test"]
+        assert row[1] == str(epochs) and row[2] == f"{quality['state_ndcg@10']:.4f}"
+        assert row[5] == f"{test['ndcg@10']:.4f}"  # the snqn column, one seed
     assert not list((workdir / "both").glob("le_sensitivity_le_train_lr*"))  # only what differs is plotted
 
 
