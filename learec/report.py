@@ -83,7 +83,8 @@ LE_RUNTIME_KEYS = {"le.threads", "le.progress", "le.device", "le.label.batch_row
                    "le.report.val_users"}
 
 
-def _grids_with_le(grids: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Path], list[dict[str, Any]], list[str]]:
+def _grids_with_le(grids: list[dict[str, Any]]
+                   ) -> tuple[list[dict[str, Any]], list[Path], list[dict[str, Any]], list[str]]:
     """The grids that read an LE, their LE runs and settings, and the settings that differ between them."""
     with_le = [(g, run) for g in grids if (run := _le_run(g["dir"])) is not None]
     settings = [_le_settings(run) for _, run in with_le]
@@ -337,7 +338,8 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -
     le_plots = _plot_le_sensitivity(grids, out) if len(grids) > 1 else []
     le_table = _le_points_table(grids)
     if le_plots or le_table:
-        md += ["## Sensitivity to the LE settings", "", *le_table] + [f"![LE sensitivity]({p.name})\n" for p in le_plots]
+        md += ["## Sensitivity to the LE settings", "", *le_table]
+        md += [f"![LE sensitivity]({p.name})\n" for p in le_plots]
     text = "\n".join(md)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_markdown_to_html(text))
