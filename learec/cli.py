@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -166,7 +167,10 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from learec.report import build_report
 
-    out = build_report([Path(d) for d in args.grid_dirs], Path(args.out), Path(args.le_run) if args.le_run else None)
+    command = shlex.join(["learec", "report", *args.grid_dirs, "--out", args.out,
+                          *(["--le-run", args.le_run] if args.le_run else [])])
+    out = build_report([Path(d) for d in args.grid_dirs], Path(args.out), Path(args.le_run) if args.le_run else None,
+                       command=command)
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
 
 

@@ -295,11 +295,12 @@ def _markdown_to_html(markdown: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(out)}</body></html>"
 
 
-def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None) -> Path:
-    """Write ``out/report.md``, ``out/report.html`` and the plots; returns ``out``."""
+def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, command: str | None = None) -> Path:
+    """Write ``out/report.md``, ``out/report.html`` and the plots; returns ``out``. ``command``, if given, is
+    the command line that makes the report, written under its title so a committed report says how to remake it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md = ["# learec report", ""]
+    md = ["# learec report", "", *([f"Made by `{command}`.", ""] if command else [])]
     if le_run is not None:
         le_report = Path(le_run) / "le_report.json"
         if le_report.is_file():

@@ -136,6 +136,7 @@ def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Pa
     assert (workdir / "both" / "le_sensitivity_le_train_epochs.png").stat().st_size > 1000
     text = (workdir / "both" / "report.md").read_text()
     assert "Sensitivity to the LE settings" in text
+    assert "Made by `learec report runs/abl-1 runs/abl-2 --out both`." in text  # how to remake it
     # the LE points table: each grid's LE setting and quality beside its runs' test metrics
     rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in text.splitlines()
             if line.startswith("| abl-")}
