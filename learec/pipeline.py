@@ -25,12 +25,10 @@ from typing import Any
 from learec.config import Config, load_config, read_yaml
 from learec.errors import UserError
 from learec.grid import check_reuse_dirs, load_grid, plan_grid, print_plan, run_grid, select_cells
-from learec.utils import atomic_write_json, stable_hash
 
 log = logging.getLogger("learec")
 
 PIPELINE_KEYS = ("le", "le_set", "le_run", "report")
-LE_REPORT_CONTENTS = 2  # bump when the LE report gains measures, so reports made before are redone
 
 
 def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -46,7 +44,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     and ``out`` replaces the output directory, so one file serves every point of an LE ablation; ``only``
     and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`. With
     ``dry_run``, print what each stage would do (:func:`print_dry_run`) and run nothing."""
-    from learec.env.run import LERun
+    from learec.env.run import LERun, report_key
     from learec.report import build_report
 
     path = Path(path)
@@ -78,11 +76,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     assert cache is not None
     if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
         le.eval_states()
-    report_json = le_run_dir / "le_report.json"
-    report_key = _report_key(cache.key, le.cfg)
-    if not _report_is_current(report_json, report_key):
-        le.report()
-        _stamp_report(report_json, report_key)
+    if not _report_is_current(le_run_dir / "le_report.json", report_key(cache.key, le.cfg)):
+        le.report()  # stamped with its report_key
 
     print(f"[3/4] RL grid -> {probe.out}")
     grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
@@ -99,11 +94,11 @@ def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path 
                   reuse: list[Path] | None, workers: int, threads: int | None) -> None:
     """The LE stages' status from their keys, then the grid's plan (:func:`learec.grid.plan_grid`). Until the
     labels are complete, the cells that read them wait: their config names the labels' key."""
-    from learec.env.run import stage_status
+    from learec.env.run import report_key, stage_status
 
     status, cache_key = stage_status(le_cfg, le_run_dir)
     if cache_key is not None:
-        current = _report_is_current(le_run_dir / "le_report.json", _report_key(cache_key, le_cfg))
+        current = _report_is_current(le_run_dir / "le_report.json", report_key(cache_key, le_cfg))
         status["LE report"] = "current" if current else "to make"
     print(f"LE run {le_run_dir}:")
     for stage, what in status.items():
@@ -119,11 +114,6 @@ def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path 
     print_plan(plans, grid.out, redo_stale=True)
 
 
-def _report_key(labels_key: str, le_cfg: Config) -> str:
-    """The labels and report settings an LE report is made from."""
-    return stable_hash({"labels": labels_key, "report": le_cfg.le.report.model_dump(), "contents": LE_REPORT_CONTENTS})
-
-
 def _report_is_current(path: Path, key: str) -> bool:
     if not path.is_file():
         return False
@@ -131,9 +121,3 @@ def _report_is_current(path: Path, key: str) -> bool:
         return json.loads(path.read_text()).get("report_key") == key
     except (OSError, ValueError):
         return False
-
-
-def _stamp_report(path: Path, key: str) -> None:
-    report = json.loads(path.read_text())
-    report["report_key"] = key  # see _report_key
-    atomic_write_json(path, report)

@@ -92,6 +92,13 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     assert _mtimes(out) == first
 
+    # an LE report remade by hand (`learec env report`) counts as current: the pipeline does not redo it
+    assert main(["env", "report", "--run-dir", str(out / "le")]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
+    assert _dry_run_status(capsys.readouterr().out)["LE report"] == "current"
+    first = _mtimes(out)
+
     # a corrupt labelling cache is rebuilt; the labels come out the same, so no RL run is redone
     reward = out / "le" / "label" / "reward.npy"
     raw = bytearray(reward.read_bytes())

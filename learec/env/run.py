@@ -285,9 +285,19 @@ class LERun:
             cache = load_label_cache(labels, verify=False)
             report["augmentation"] = augmentation_quality(self.data.sequences, self.data.train, cache["aug_items"],
                                                           self.data.split.item_counts)
+            report["report_key"] = report_key(cache.key, self.cfg)  # what `learec pipeline` checks it against
         atomic_write_json(self.run_dir / "le_report.json", report)
         plot_quality(metrics, rewards, self.run_dir / "le_report.png")
         return report
+
+
+LE_REPORT_CONTENTS = 2  # bump when the LE report gains measures, so reports made before are redone
+
+
+def report_key(labels_key: str, cfg: Config) -> str:
+    """The labels and report settings an LE report is made from: a report stamped with another key is out of
+    date (`learec pipeline` remakes it)."""
+    return stable_hash({"labels": labels_key, "report": cfg.le.report.model_dump(), "contents": LE_REPORT_CONTENTS})
 
 
 @contextlib.contextmanager
