@@ -155,11 +155,15 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
+    from learec.env.run import RUNTIME_SETTINGS
     from learec.pipeline import run_pipeline
 
-    if args.le_set and not args.out:
-        raise UserError("--le-set needs --out DIR", "give each LE setting its own output directory, so runs of "
-                        "another setting are not replaced")
+    changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in RUNTIME_SETTINGS]
+    if changes_results and not args.out:
+        runtime = ", ".join(sorted(RUNTIME_SETTINGS))
+        raise UserError(f"--le-set {changes_results[0]} needs --out DIR", "give each LE setting its own output "
+                        f"directory, so runs of another setting are not replaced (only {runtime} can be set "
+                        "without one)")
     run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out,
                  only=args.only, reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
 
@@ -282,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="RL runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
     p.add_argument("--le-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2")
+                   help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2; "
+                   "needs --out unless it only sets le.threads, le.progress or le.device")
     p.add_argument("--out", help="output directory instead of the file's `out` (the LE run and the report go "
                    "inside it); with --le-set, one directory per point of an LE ablation")
     p.add_argument("--dry-run", action="store_true",

@@ -187,4 +187,7 @@ def test_committed_lea_and_le_configs_line_up() -> None:
 
 def test_le_set_without_out_is_refused(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.train.epochs=1"]) == 2
-    assert "--le-set needs --out" in capsys.readouterr().err
+    assert "--le-set le.train.epochs=1 needs --out" in capsys.readouterr().err
+    # a setting that enters no stage key (how many threads) changes no result: it needs no --out
+    assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.threads=1", "--dry-run"]) == 0
+    assert "item tokens" in capsys.readouterr().out
