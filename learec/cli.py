@@ -155,12 +155,12 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    from learec.env.run import RUNTIME_SETTINGS
+    from learec.config import LE_RUNTIME_SETTINGS
     from learec.pipeline import run_pipeline
 
-    changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in RUNTIME_SETTINGS]
+    changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in LE_RUNTIME_SETTINGS]
     if changes_results and not args.out:
-        runtime = ", ".join(sorted(RUNTIME_SETTINGS))
+        runtime = ", ".join(sorted(LE_RUNTIME_SETTINGS))
         raise UserError(f"--le-set {changes_results[0]} needs --out DIR", "give each LE setting its own output "
                         f"directory, so runs of another setting are not replaced (only {runtime} can be set "
                         "without one)")

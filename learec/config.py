@@ -187,6 +187,10 @@ class LEReportConfig(_Strict):
     val_users: int = Field(200, ge=1, description="validation users in the quality report")
 
 
+# LE settings that enter no stage key of an LE run: they change how it goes, not what it makes
+LE_RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
+
+
 class LEConfig(_Strict):
     """The LLM environment (DESIGN.md §1-2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import html
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from learec.config import LE_RUNTIME_SETTINGS
 from learec.errors import UserError
 from learec.grid import axis_value_label
 
@@ -48,8 +50,8 @@ def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
         run_dir = grid_dir / cell["name"]
         metrics = run_dir / "metrics.json"
         history = run_dir / "history.json"
-        runs.append({"values": cell["values"],
-                     "test": json.loads(metrics.read_text())["test"] if metrics.is_file() else None,
+        result = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        runs.append({"values": cell["values"], "test": result.get("test"), "val": result.get("val"),
                      "history": json.loads(history.read_text()) if history.is_file() else []})
     return {"dir": grid_dir, "axes": spec["axes"], "runs": runs, "table": (grid_dir / "results.md").read_text()}
 
@@ -78,76 +80,84 @@ def _le_settings(le_run: Path) -> dict[str, Any]:
     return _flatten((yaml.safe_load((le_run / "config.yaml").read_text()) or {}).get("le") or {}, "le.")
 
 
-# LE settings that change how fast, not what: never a sensitivity axis
-LE_RUNTIME_KEYS = {"le.threads", "le.progress", "le.device", "le.label.batch_rows", "le.label.users_per_shard",
-                   "le.report.val_users"}
+# LE settings that are never a sensitivity axis: they change how fast, not what (batching and shard size
+# enter the labels' key, but not their meaning)
+LE_RUNTIME_KEYS = LE_RUNTIME_SETTINGS | {"le.label.batch_rows", "le.label.users_per_shard", "le.report.val_users"}
 
 
-def _grids_with_le(grids: list[dict[str, Any]]
-                   ) -> tuple[list[dict[str, Any]], list[Path], list[dict[str, Any]], list[str]]:
-    """The grids that read an LE, their LE runs and settings, and the settings that differ between them."""
+@dataclass
+class LEPoints:
+    """The grids that read an LE, with their LE runs and settings, and the settings that differ between them."""
+
+    grids: list[dict[str, Any]]
+    le_runs: list[Path]
+    settings: list[dict[str, Any]]
+    differing: list[str]
+
+
+def _le_points(grids: list[dict[str, Any]]) -> LEPoints:
     with_le = [(g, run) for g in grids if (run := _le_run(g["dir"])) is not None]
     settings = [_le_settings(run) for _, run in with_le]
     keys = sorted({k for s in settings for k in s} - LE_RUNTIME_KEYS)
     differing = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
-    return [g for g, _ in with_le], [run for _, run in with_le], settings, differing
+    return LEPoints([g for g, _ in with_le], [run for _, run in with_le], settings, differing)
 
 
-def _plot_le_sensitivity(grids: list[dict[str, Any]], out: Path, metric: str = "ndcg@10") -> list[Path]:
-    """Test ``metric`` per variant against each numeric LE setting that differs between the grids (those
-    with an LE run)."""
-    grids, _, settings, differing = _grids_with_le(grids)
+def _plot_le_sensitivity(points: LEPoints, out: Path, metric: str = "ndcg@10") -> list[Path]:
+    """Test ``metric`` per variant against each numeric LE setting that differs between the grids."""
     paths = []
-    for key in differing:
-        values = [s.get(key) for s in settings]
+    for key in points.differing:
+        values = [s.get(key) for s in points.settings]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             continue
         lines: dict[str, dict[float, list[float]]] = {}
-        for grid, value in zip(grids, values):
-            for name, tests in _test_groups(grid).items():
-                lines.setdefault(name, {}).setdefault(value, []).extend(t[metric] for t in tests)
+        for grid, value in zip(points.grids, values):
+            for name, runs in _finished_groups(grid).items():
+                lines.setdefault(name, {}).setdefault(value, []).extend(r["test"][metric] for r in runs)
         path = out / f"le_sensitivity_{key.replace('.', '_')}.png"
         _plot_lines(lines, key, f"test {metric} (mean ± std over seeds)", path)
         paths.append(path)
     return paths
 
 
-def _le_points_table(grids: list[dict[str, Any]], metric: str = "ndcg@10") -> list[str]:
+def _le_points_table(points: LEPoints, metric: str = "ndcg@10") -> list[str]:
     """Markdown: one row per grid with an LE, giving the LE settings that differ between them, the LE's
-    quality (its ``le_report.json``) and each variant's test ``metric``, so that a better LE and a better
-    recommender can be read side by side."""
-    grids, le_runs, settings, differing = _grids_with_le(grids)
-    if len(grids) < 2 or not differing:
+    quality (its ``le_report.json``) and each variant's test ``metric`` with its validation mean, so that a
+    better LE and a better recommender can be read side by side, and a choice made on validation."""
+    if len(points.grids) < 2 or not points.differing:
         return []
+    groups_per_grid = [_finished_groups(g) for g in points.grids]
     # in the order of the grid with the most groups, which lists its axes' values as its file does
-    groups = list(dict.fromkeys(name for g in sorted(grids, key=lambda g: -len(_test_groups(g)))
-                                for name in _test_groups(g)))
-    header = ["grid", *differing, "LE state NDCG@10", "popularity NDCG@10", "reward pairwise acc.",
-              *[f"{name}: test {metric}" for name in groups]]
+    names = list(dict.fromkeys(n for groups in sorted(groups_per_grid, key=len, reverse=True) for n in groups))
+    header = ["grid", *points.differing, "LE state NDCG@10", "popularity NDCG@10", "reward pairwise acc.",
+              *[f"{name}: test {metric} (val)" for name in names]]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for grid, le_run, setting in zip(grids, le_runs, settings):
+    for grid, le_run, setting, groups in zip(points.grids, points.le_runs, points.settings, groups_per_grid):
         report_path = le_run / "le_report.json"
         quality = json.loads(report_path.read_text()) if report_path.is_file() else {}
-        cells = [Path(grid["dir"]).name, *[str(setting.get(k, "")) for k in differing],
+        cells = [Path(grid["dir"]).name, *[str(setting.get(k, "")) for k in points.differing],
                  *[f"{quality[k]:.4f}" if k in quality else "" for k in ("state_ndcg@10", "pop_ndcg@10")],
                  f"{quality['reward_pairwise_acc']:.3f}" if "reward_pairwise_acc" in quality else ""]
-        tests = _test_groups(grid)
-        for name in groups:
-            values = [t[metric] for t in tests.get(name, [])]
-            cells.append("" if not values else f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-                         if len(values) > 1 else f"{values[0]:.4f}")
+        for name in names:
+            runs = groups.get(name, [])
+            test = [r["test"][metric] for r in runs]
+            val = [r["val"][metric] for r in runs if r["val"] and metric in r["val"]]
+            cell = "" if not test else (f"{np.mean(test):.4f} ± {np.std(test, ddof=1):.4f}" if len(test) > 1
+                                        else f"{test[0]:.4f}")
+            cells.append(cell + (f" ({np.mean(val):.4f})" if val else ""))
         rows.append("| " + " | ".join(cells) + " |")
     return ["Each grid's LE (quality on its validation users, `le_report.json`) and the recommenders trained "
-            f"on it (test {metric}, mean ± std over seeds):", "", *rows, ""]
+            f"on it: test {metric}, mean ± std over seeds, and in brackets the validation mean (the epoch each "
+            "run kept):", "", *rows, ""]
 
 
-def _test_groups(grid: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
-    """The finished runs' test metrics, grouped by every axis but the seed."""
+def _finished_groups(grid: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The finished runs, grouped by every axis but the seed."""
     keys = [k for k in grid["axes"] if k != "seed"]
-    groups: dict[str, list[dict[str, float]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for run in grid["runs"]:
         if run["test"]:
-            groups.setdefault(_group_key(run["values"], keys) or "all", []).append(run["test"])
+            groups.setdefault(_group_key(run["values"], keys) or "all", []).append(run)
     return groups
 
 
@@ -199,7 +209,7 @@ def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> b
 
 
 def _plot_bars(grid: dict[str, Any], path: Path, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> bool:
-    groups = _test_groups(grid)
+    groups = {name: [r["test"] for r in runs] for name, runs in _finished_groups(grid).items()}
     if not groups:
         return False
     plt = _plt()
@@ -336,8 +346,9 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
             md += [f"![test metrics](test_bars_{i}.png)", ""]
         for path in _plot_sensitivity(grid, out, i):
             md += [f"![sensitivity]({path.name})", ""]
-    le_plots = _plot_le_sensitivity(grids, out) if len(grids) > 1 else []
-    le_table = _le_points_table(grids)
+    points = _le_points(grids) if len(grids) > 1 else LEPoints([], [], [], [])
+    le_plots = _plot_le_sensitivity(points, out)
+    le_table = _le_points_table(points)
     if le_plots or le_table:
         md += ["## Sensitivity to the LE settings", "", *le_table]
         md += [f"![LE sensitivity]({p.name})\n" for p in le_plots]

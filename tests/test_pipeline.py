@@ -151,9 +151,10 @@ def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Pa
     for epochs in (1, 2):
         row = rows[f"abl-{epochs}"]
         quality = json.loads((workdir / "runs" / f"abl-{epochs}" / "le" / "le_report.json").read_text())
-        test = json.loads((workdir / "runs" / f"abl-{epochs}" / "snqn-seed0" / "metrics.json").read_text())["test"]
+        metrics = json.loads((workdir / "runs" / f"abl-{epochs}" / "snqn-seed0" / "metrics.json").read_text())
         assert row[1] == str(epochs) and row[2] == f"{quality['state_ndcg@10']:.4f}"
-        assert row[5] == f"{test['ndcg@10']:.4f}"  # the snqn column, one seed
+        # the snqn column, one seed: test, and validation in brackets
+        assert row[5] == f"{metrics['test']['ndcg@10']:.4f} ({metrics['val']['ndcg@10']:.4f})"
     assert not list((workdir / "both").glob("le_sensitivity_le_train_lr*"))  # only what differs is plotted
 
 

@@ -78,10 +78,6 @@ def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> 
     return cfg
 
 
-# LE settings that enter no stage key: they change how a run goes, not what it makes
-RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
-
-
 def _item_tokens_key(cfg: Config, data: PreparedData) -> str:
     return stable_hash({"lm": cfg.le.lm, "dtype": cfg.le.dtype, "item_tokens": cfg.le.item_tokens.model_dump(),
                         "data": data.manifest["key"], "seed": cfg.le.seed})
