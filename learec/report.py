@@ -239,7 +239,7 @@ def _plot_sensitivity(grid: dict[str, Any], out: Path, index: int, metric: str =
             if run["test"]:
                 lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(
                     run["values"][axis], []).append(run["test"][metric])
-        if not lines:
+        if not any(len(points) > 1 for points in lines.values()):  # one value finished: nothing to plot against
             continue
         path = out / f"sensitivity_{index}_{axis.replace('.', '_')}.png"
         _plot_lines(lines, axis, f"test {metric} (mean ± std over seeds)", path)

@@ -192,3 +192,17 @@ def test_le_set_without_out_is_refused(workdir: Path, capsys: pytest.CaptureFixt
     # a setting that enters no stage key (how many threads) changes no result: it needs no --out
     assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.threads=1", "--dry-run"]) == 0
     assert "item tokens" in capsys.readouterr().out
+
+
+def test_sensitivity_is_plotted_only_against_several_finished_values(tmp_path: Path) -> None:
+    from learec.report import _plot_sensitivity
+
+    def grid(ks: list[int]) -> dict:
+        runs = [{"values": {"lea.augment_k": k, "seed": s}, "test": {"ndcg@10": 0.06 + 0.001 * k + 0.0001 * s}}
+                for k in ks for s in (0, 1)]
+        runs.append({"values": {"lea.augment_k": 5, "seed": 0}, "test": None})  # not finished: not a point
+        return {"axes": {"lea.augment_k": [*ks, 5], "seed": [0, 1]}, "runs": runs}
+
+    assert _plot_sensitivity(grid([0]), tmp_path, 0) == []  # one finished value: no plot
+    paths = _plot_sensitivity(grid([0, 3]), tmp_path, 1)
+    assert [p.name for p in paths] == ["sensitivity_1_lea_augment_k.png"] and paths[0].stat().st_size > 1000
