@@ -231,6 +231,10 @@ class LEAConfig(_Strict):
     augment_weight: float = Field(0.1, ge=0, description="lambda: weight of the CE term of augmented actions")
     augment_q: bool = Field(True, description="augmented actions also enter the Q-loss, with reward base + "
                             "reward_scale * z (their LE reward: LEA brings its rewards even without +RM)")
+    augment_weighting: Literal["fixed", "actor"] = Field(
+        "fixed", description="the CE term of augmented actions: 'fixed' = lambda at every step; 'actor' = where the "
+        "method weights its CE term (SA2C after the warm-up: the clipped advantage; SAC: Q), each augmented action "
+        "gets the same weight computed for itself, so lambda keeps its ratio to the logged action's term")
 
     @property
     def enabled(self) -> bool:

@@ -275,3 +275,56 @@ def test_state_to_actor_ranks_with_the_le_states_of_the_evaluation_events(data, 
     (tmp_path / "run" / "metrics.json").unlink()  # as if killed before the end
     with pytest.raises(UserError, match="was trained on the LE labels"):
         train_run(None, tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("objective", ["sa2c", "sac"])
+def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, tmp_path: Path, objective: str) -> None:
+    """lea.augment_weighting=actor: after the warm-up, each augmented action's CE term carries the weight the
+    method gives a logged action (SA2C: its clipped advantage against the same baseline; SAC: its Q); in the
+    warm-up, 'actor' and 'fixed' are the same step. Checked against a loop over rows and slots."""
+    cache = make_cache(tmp_path / "le", data, empty_last_slot=True)
+    common = [*BASE, f"objective={objective}", f"lea.cache={cache}", "lea.state=true", "lea.reward=true",
+              "lea.augment=true", "lea.augment_weight=0.5", "model.dropout=0", "rl.sac_warmup_steps=5"]
+
+    def one_step(weighting: str, second_phase: bool):
+        cfg = load_config(None, [*common, f"lea.augment_weighting={weighting}"])
+        le_inputs = le_inputs_for(cfg, data)
+        torch.manual_seed(0)
+        objective_ = objective_for(cfg, data, le_inputs.state_dim)
+        objective_.steps = 5 if second_phase else 0
+        from learec.train.trainer import make_batch
+
+        idx = np.arange(40)
+        batch = make_batch(data.train, idx, "cpu")
+        le_inputs.add_to_batch(batch, idx, "cpu")
+        before = [{k: v.clone() for k, v in n.state_dict().items()} for n in objective_.networks]
+        torch.manual_seed(1)
+        logs = objective_.train_step(dict(batch))
+        net = objective_.networks[logs["main"]]
+        net.load_state_dict(before[logs["main"]])
+        with torch.no_grad():
+            q, logits = net(batch["state"], batch["length"], le=batch["le_state"])
+        return logs, batch, q, logits
+
+    for phase_two in (False, True):
+        fixed, batch, q, logits = one_step("fixed", phase_two)
+        actor, *_ = one_step("actor", phase_two)
+        assert fixed["main"] == actor["main"]
+        if not phase_two:
+            assert actor["loss"] == fixed["loss"]
+            continue
+        logp = torch.log_softmax(logits, dim=1)
+        expected = 0.0
+        for b in range(len(batch["action"])):
+            logged = q[b, batch["action"][b]]
+            baseline = torch.cat([logged.view(1), q[b, batch["le_neg_items"][b]]]).mean()
+            slots = [j for j in range(batch["le_aug_items"].shape[1]) if batch["le_aug_mask"][b, j] > 0]
+            diff = 0.0
+            for j in slots:
+                item = batch["le_aug_items"][b, j]
+                weight = (q[b, item] - baseline).clamp(0, 10) if objective == "sa2c" else q[b, item]
+                diff += float((weight - 1.0) * -logp[b, item])
+            expected += diff / max(len(slots), 1)
+        expected *= 0.5 / len(batch["action"])
+        assert actor["loss"] - fixed["loss"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+        assert abs(expected) > 1e-3  # the weighting does change the step

@@ -58,7 +58,7 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
                   rank_by=rl.rank_by, weight_decay=cfg.train.weight_decay,
                   augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
                   augment_rewards=lambda batch: augmented_rewards(base, batch, lea.reward_scale),
-                  align_weight=lea.align_weight)
+                  align_weight=lea.align_weight, augment_weighting=lea.augment_weighting)
     if cfg.objective == "sqn":
         return SQN(**common)
     if cfg.objective == "sac":

@@ -52,7 +52,8 @@ class DoubleQObjective(Objective):
     def __init__(self, make_network: Callable[[], QNetwork], n_items: int, rewards: RewardSource, lr: float,
                  gamma: float, negatives: int = 10, second_lr: float | None = None, rank_by: str = "ce",
                  weight_decay: float = 0.0, augment_weight: float = 0.0, augment_q: bool = True,
-                 augment_rewards: Callable[[Batch], torch.Tensor] | None = None, align_weight: float = 0.0) -> None:
+                 augment_rewards: Callable[[Batch], torch.Tensor] | None = None, align_weight: float = 0.0,
+                 augment_weighting: str = "fixed") -> None:
         self.networks = nn.ModuleList([make_network(), make_network()])
         self.n_items = n_items
         self.rewards = rewards
@@ -69,6 +70,7 @@ class DoubleQObjective(Objective):
         self.augment_weight = augment_weight
         self.augment_q = augment_q
         self.augment_rewards = augment_rewards
+        self.augment_weighting = augment_weighting
         self.align_weight = align_weight
         # under torchrun (distribute): DDP wrappers of the two copies, and one generator, seeded alike on
         # every rank, that picks the main copy, so all ranks update (and all-reduce) the same copy
@@ -82,6 +84,12 @@ class DoubleQObjective(Objective):
     def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
                      batch: Batch) -> torch.Tensor | None:
         """Per-transition weight of the CE term (detached); ``None`` means 1."""
+        return None
+
+    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
+                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """``[B, k]`` weights of the augmented actions' CE terms (detached), as ``actor_weight`` weighs the logged
+        action's; ``None`` means 1. Used with ``lea.augment_weighting=actor``."""
         return None
 
     # --- one step ----------------------------------------------------------------------------------
@@ -133,7 +141,12 @@ class DoubleQObjective(Objective):
         if augmented is not None and self.augment_weight:
             logp = torch.log_softmax(logits, dim=1).gather(1, augmented)
             mask = torch.ones_like(logp) if aug_mask is None else aug_mask
-            ce_aug = -(logp * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            aug_weight = None
+            if self.augment_weighting == "actor":
+                aug_weight = self.augment_actor_weight(q.detach().gather(1, augmented), q_logged.detach(),
+                                                       None if q_neg is None else q_neg.detach(), logits, batch)
+            weighted = mask if aug_weight is None else mask * aug_weight
+            ce_aug = -(logp * weighted).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
             loss_ce = loss_ce + self.augment_weight * ce_aug
         loss = loss_q + loss_ce
         if self.align_weight and le is not None and main.align_proj is not None:

@@ -33,10 +33,23 @@ class SA2C(SNQN):
                      batch: Batch) -> torch.Tensor | None:
         if not self.in_second_phase():
             return None
-        q_all = torch.cat([q_logged.view(-1, 1), q_negatives], dim=1)
-        weight = (q_logged - q_all.mean(dim=1)).clamp(*self.clip)
+        actions = batch["action"].view(-1, 1)
+        return self._weights(q_logged.view(-1, 1), actions, q_logged, q_negatives, logits).squeeze(1)
+
+    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
+                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        # each augmented action's own advantage, against the same baseline as the logged action's
+        if not self.in_second_phase():
+            return None
+        return self._weights(q_augmented, batch["le_aug_items"], q_logged, q_negatives, logits)
+
+    def _weights(self, q_actions: torch.Tensor, actions: torch.Tensor, q_logged: torch.Tensor,
+                 q_negatives: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, n]`` clipped advantages of ``actions`` ``[B, n]``, times the off-policy correction if on."""
+        baseline = torch.cat([q_logged.view(-1, 1), q_negatives], dim=1).mean(dim=1, keepdim=True)
+        weight = (q_actions - baseline).clamp(*self.clip)
         if self.behaviour is not None:
             self.behaviour = self.behaviour.to(logits.device)
-            pi = torch.softmax(logits.detach(), dim=1).gather(1, batch["action"].view(-1, 1)).squeeze(1)
-            weight = weight * (pi / self.behaviour[batch["action"]]).clamp(max=self.correction_clip)
+            pi = torch.softmax(logits.detach(), dim=1).gather(1, actions)
+            weight = weight * (pi / self.behaviour[actions]).clamp(max=self.correction_clip)
         return weight

@@ -21,3 +21,7 @@ class SAC(DoubleQObjective):
     def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
                      batch: Batch) -> torch.Tensor | None:
         return q_logged if self.in_second_phase() else None
+
+    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
+                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        return q_augmented if self.in_second_phase() else None
