@@ -184,24 +184,46 @@ def _group_key(values: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(axis_value_label(k, values[k], sep="=") for k in keys)
 
 
-def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> bool:
+def _curve_panels(grid: dict[str, Any], metric: str = "ndcg@10") -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Validation curves ``{panel: {line: {epoch: [value per seed]}}}``. With two axes or more besides the
+    seed, each value of the first (e.g. the backbone) is a panel and the others name the lines (the
+    variant); otherwise one panel ``""``. Panels follow the axis's order."""
     keys = [k for k in grid["axes"] if k != "seed"]
-    curves: dict[str, dict[int, list[float]]] = {}
+    panel_key, line_keys = (keys[0], keys[1:]) if len(keys) > 1 else (None, keys)
+    order = [axis_value_label(panel_key, v) for v in grid["axes"][panel_key]] if panel_key else [""]
+    found: dict[str, dict[str, dict[int, list[float]]]] = {}
     for run in grid["runs"]:
+        panel = axis_value_label(panel_key, run["values"][panel_key]) if panel_key else ""
+        line = _group_key(run["values"], line_keys) or "all"
         for point in run["history"]:
             if f"val/{metric}" in point:
-                curves.setdefault(_group_key(run["values"], keys), {}).setdefault(point["epoch"], []).append(
+                found.setdefault(panel, {}).setdefault(line, {}).setdefault(point["epoch"], []).append(
                     point[f"val/{metric}"])
-    if not curves:
+    return {panel: found[panel] for panel in order if panel in found}
+
+
+def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> bool:
+    panels = _curve_panels(grid, metric)
+    if not panels:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, by_epoch in sorted(curves.items()):
-        epochs = sorted(by_epoch)
-        ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker=".", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"validation {metric} (mean over seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    names = sorted({line for lines in panels.values() for line in lines})
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colours = {name: cmap(i % cmap.N) for i, name in enumerate(names)}  # a line keeps its colour in every panel
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(8 if cols == 1 else 6 * cols, 4.5 if rows == 1 else 3.6 * rows),
+                             squeeze=False, sharey=True)
+    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+        for name, by_epoch in sorted(lines.items()):
+            epochs = sorted(by_epoch)
+            ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker=".", label=name, color=colours[name])
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {metric} (mean over seeds)")
+        ax.legend(fontsize=7, ncol=1 if len(panels) > 1 else 2)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

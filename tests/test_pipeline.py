@@ -206,3 +206,34 @@ def test_sensitivity_is_plotted_only_against_several_finished_values(tmp_path: P
     assert _plot_sensitivity(grid([0]), tmp_path, 0) == []  # one finished value: no plot
     paths = _plot_sensitivity(grid([0, 3]), tmp_path, 1)
     assert [p.name for p in paths] == ["sensitivity_1_lea_augment_k.png"] and paths[0].stat().st_size > 1000
+
+
+def test_validation_curves_get_a_panel_per_backbone_and_a_line_per_variant(tmp_path: Path) -> None:
+    from learec.report import _curve_panels, _plot_curves
+
+    runs = []
+    for backbone in ("sasrec", "gru4rec"):
+        for variant in ("snqn", "snqn+lea"):
+            for seed in (0, 1):
+                history = [{"epoch": e, "val/ndcg@10": 0.01 * e + 0.001 * seed + (0.002 if variant == "snqn" else 0)}
+                           for e in (1, 2, 3)]
+                runs.append({"values": {"model.backbone": backbone, "variant": variant, "seed": seed},
+                             "history": history, "test": None})
+    axes = {"model.backbone": ["gru4rec", "sasrec"], "variant": ["snqn", "snqn+lea"], "seed": [0, 1]}
+    panels = _curve_panels({"axes": axes, "runs": runs})
+    assert list(panels) == ["gru4rec", "sasrec"]  # the axis's order, not the runs'
+    for backbone, lines in panels.items():
+        assert set(lines) == {"snqn", "snqn+lea"}
+        for variant, by_epoch in lines.items():
+            for epoch, values in by_epoch.items():  # every seed's value at that epoch, and only those
+                expected = sorted(p["val/ndcg@10"] for r in runs for p in r["history"]
+                                  if r["values"]["model.backbone"] == backbone and r["values"]["variant"] == variant
+                                  and p["epoch"] == epoch)
+                assert sorted(values) == expected and len(values) == 2
+    # one axis besides the seed: one panel, a line per value
+    single = _curve_panels({"axes": {"variant": axes["variant"], "seed": [0, 1]},
+                            "runs": [{**r, "values": {"variant": r["values"]["variant"], "seed": r["values"]["seed"]}}
+                                     for r in runs if r["values"]["model.backbone"] == "sasrec"]})
+    assert list(single) == [""] and set(single[""]) == {"snqn", "snqn+lea"}
+    assert _plot_curves({"axes": axes, "runs": runs}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
