@@ -4,9 +4,11 @@
 over seeds, paired tests against the baseline and against each variant's ``compare`` variant) and
 ``cells.json`` (which folder is which cell), and draws:
 
-- ``val_curves.png``: validation NDCG@10 over training, per variant (mean over seeds);
-- ``test_bars.png``: test NDCG@10 and HR@10 per cell group, mean ± std over seeds;
-- ``sensitivity_<grid>_<axis>.png``: test NDCG@10 against each numeric axis (e.g. ``lea.augment_k``);
+- ``val_curves_<grid>.png``: validation NDCG@10 over training, per variant (mean over seeds); a panel per
+  value of the first axis (e.g. the backbone) when the grid has two axes or more besides the seed;
+- ``test_bars_<grid>.png``: test NDCG@10 and HR@10 per cell group, mean ± std over seeds;
+- ``sensitivity_<grid>_<axis>.png``: test NDCG@10 against each numeric axis (e.g. ``lea.augment_k``) with
+  at least two finished values;
 - ``le_rewards.png``: the LE reward distributions of logged actions, negatives and augmented actions;
 - ``le_sensitivity_<key>.png``: with several grids whose LEs differ in a numeric ``le.*`` setting (e.g. the
   user subset, ``learec pipeline --le-set le.train.user_fraction=... --out ...`` per point), test NDCG@10
