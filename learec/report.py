@@ -187,15 +187,21 @@ def _group_key(values: dict[str, Any], keys: list[str]) -> str:
 
 
 def _curve_panels(grid: dict[str, Any], metric: str = "ndcg@10") -> dict[str, dict[str, dict[int, list[float]]]]:
-    """Validation curves ``{panel: {line: {epoch: [value per seed]}}}``. With two axes or more besides the
-    seed, each value of the first (e.g. the backbone) is a panel and the others name the lines (the
-    variant); otherwise one panel ``""``. Panels follow the axis's order."""
+    """Validation curves ``{panel: {line: {epoch: [value per seed]}}}``. With two axes or more of several
+    values besides the seed, each value of the first (e.g. the backbone) is a panel and the other axes name
+    the lines (the variant); otherwise one panel ``""``. Panels follow the axis's order."""
     keys = [k for k in grid["axes"] if k != "seed"]
-    panel_key, line_keys = (keys[0], keys[1:]) if len(keys) > 1 else (None, keys)
-    order = [axis_value_label(panel_key, v) for v in grid["axes"][panel_key]] if panel_key else [""]
+    varied = [k for k in keys if len(grid["axes"][k]) > 1]
+    panel_key = varied[0] if len(varied) > 1 else None
+    line_keys = [k for k in keys if k != panel_key]
+
+    def panel_of(value: Any) -> str:
+        return axis_value_label(panel_key, value, sep="=") if panel_key else ""
+
+    order = [panel_of(v) for v in grid["axes"][panel_key]] if panel_key else [""]
     found: dict[str, dict[str, dict[int, list[float]]]] = {}
     for run in grid["runs"]:
-        panel = axis_value_label(panel_key, run["values"][panel_key]) if panel_key else ""
+        panel = panel_of(run["values"][panel_key]) if panel_key else ""
         line = _group_key(run["values"], line_keys) or "all"
         for point in run["history"]:
             if f"val/{metric}" in point:
@@ -216,13 +222,14 @@ def _plot_curves(grid: dict[str, Any], path: Path, metric: str = "ndcg@10") -> b
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(8 if cols == 1 else 6 * cols, 4.5 if rows == 1 else 3.6 * rows),
                              squeeze=False, sharey=True)
-    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+    for i, (ax, (panel, lines)) in enumerate(zip(axes.flat, panels.items())):
         for name, by_epoch in sorted(lines.items()):
             epochs = sorted(by_epoch)
             ax.plot(epochs, [np.mean(by_epoch[e]) for e in epochs], marker=".", label=name, color=colours[name])
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"validation {metric} (mean over seeds)")
+        if i % cols == 0:  # the y axis is shared along a row
+            ax.set_ylabel(f"validation {metric}\n(mean over the seeds still running)")
         ax.legend(fontsize=7, ncol=1 if len(panels) > 1 else 2)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)

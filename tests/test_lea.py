@@ -277,14 +277,17 @@ def test_state_to_actor_ranks_with_the_le_states_of_the_evaluation_events(data, 
         train_run(None, tmp_path / "run", resume=True)
 
 
-@pytest.mark.parametrize("objective", ["sa2c", "sac"])
-def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, tmp_path: Path, objective: str) -> None:
+@pytest.mark.parametrize("objective,correction", [("sa2c", False), ("sa2c", True), ("sac", False)])
+def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, tmp_path: Path, objective: str,
+                                                                          correction: bool) -> None:
     """lea.augment_weighting=actor: after the warm-up, each augmented action's CE term carries the weight the
-    method gives a logged action (SA2C: its clipped advantage against the same baseline; SAC: its Q); in the
-    warm-up, 'actor' and 'fixed' are the same step. Checked against a loop over rows and slots."""
+    method gives a logged action (SA2C: its clipped advantage against the same baseline, times the off-policy
+    correction when on; SAC: its Q); in the warm-up, 'actor' and 'fixed' are the same step. Checked against a
+    loop over rows and slots."""
     cache = make_cache(tmp_path / "le", data, empty_last_slot=True)
     common = [*BASE, f"objective={objective}", f"lea.cache={cache}", "lea.state=true", "lea.reward=true",
-              "lea.augment=true", "lea.augment_weight=0.5", "model.dropout=0", "rl.sac_warmup_steps=5"]
+              "lea.augment=true", "lea.augment_weight=0.5", "model.dropout=0", "rl.sac_warmup_steps=5",
+              f"rl.off_policy_correction={str(correction).lower()}", "rl.correction_clip=3"]
 
     def one_step(weighting: str, second_phase: bool):
         cfg = load_config(None, [*common, f"lea.augment_weighting={weighting}"])
@@ -304,17 +307,18 @@ def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, 
         net.load_state_dict(before[logs["main"]])
         with torch.no_grad():
             q, logits = net(batch["state"], batch["length"], le=batch["le_state"])
-        return logs, batch, q, logits
+        return logs, batch, q, logits, getattr(objective_, "behaviour", None)
 
     for phase_two in (False, True):
-        fixed, batch, q, logits = one_step("fixed", phase_two)
+        fixed, batch, q, logits, behaviour = one_step("fixed", phase_two)
         actor, *_ = one_step("actor", phase_two)
         assert fixed["main"] == actor["main"]
         if not phase_two:
             assert actor["loss"] == fixed["loss"]
             continue
-        logp = torch.log_softmax(logits, dim=1)
-        expected = 0.0
+        assert (behaviour is not None) == correction
+        logp, pi = torch.log_softmax(logits, dim=1), torch.softmax(logits, dim=1)
+        expected, advantages = 0.0, []
         for b in range(len(batch["action"])):
             logged = q[b, batch["action"][b]]
             baseline = torch.cat([logged.view(1), q[b, batch["le_neg_items"][b]]]).mean()
@@ -322,9 +326,17 @@ def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, 
             diff = 0.0
             for j in slots:
                 item = batch["le_aug_items"][b, j]
-                weight = (q[b, item] - baseline).clamp(0, 10) if objective == "sa2c" else q[b, item]
+                if objective == "sa2c":
+                    advantages.append(float(q[b, item] - baseline))
+                    weight = (q[b, item] - baseline).clamp(0, 10)
+                    if correction:
+                        weight = weight * min(float(pi[b, item] / behaviour[item]), 3.0)
+                else:
+                    weight = q[b, item]
                 diff += float((weight - 1.0) * -logp[b, item])
             expected += diff / max(len(slots), 1)
         expected *= 0.5 / len(batch["action"])
         assert actor["loss"] - fixed["loss"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
         assert abs(expected) > 1e-3  # the weighting does change the step
+        if objective == "sa2c":  # some advantages inside the clip range, some clipped: both paths are exercised
+            assert any(0 < a < 10 for a in advantages) and any(a <= 0 for a in advantages)

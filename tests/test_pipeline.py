@@ -237,3 +237,24 @@ def test_validation_curves_get_a_panel_per_backbone_and_a_line_per_variant(tmp_p
     assert list(single) == [""] and set(single[""]) == {"snqn", "snqn+lea"}
     assert _plot_curves({"axes": axes, "runs": runs}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_validation_curve_panels_of_numeric_single_valued_and_seed_only_axes() -> None:
+    from learec.report import _curve_panels
+
+    def runs_for(axes: dict) -> list[dict]:
+        import itertools
+
+        keys = list(axes)
+        return [{"values": dict(zip(keys, combo)), "history": [{"epoch": 1, "val/ndcg@10": 0.05}], "test": None}
+                for combo in itertools.product(*axes.values())]
+
+    numeric = {"lea.augment_k": [0, 3], "variant": ["snqn", "sa2c"], "seed": [0]}
+    assert list(_curve_panels({"axes": numeric, "runs": runs_for(numeric)})) == ["augment_k=0", "augment_k=3"]
+    # an axis of one value makes no panels: the varied axis names the lines
+    single = {"lea.augment_k": [0, 1, 3], "variant": ["snqn"], "seed": [0, 1]}
+    panels = _curve_panels({"axes": single, "runs": runs_for(single)})
+    assert list(panels) == [""] and set(panels[""]) == {"augment_k=0, snqn", "augment_k=1, snqn", "augment_k=3, snqn"}
+    seeds_only = {"seed": [0, 1]}
+    panels = _curve_panels({"axes": seeds_only, "runs": runs_for(seeds_only)})
+    assert list(panels) == [""] and list(panels[""]) == ["all"] and panels[""]["all"][1] == [0.05, 0.05]
