@@ -260,6 +260,10 @@ class Config(_Strict):
     def _lea_needs_rl_and_cache(self) -> "Config":
         if self.lea.state_to_actor and not self.lea.state:
             raise ValueError("lea.state_to_actor needs lea.state=true")
+        if self.lea.augment_weighting == "actor" and not (self.lea.augment and self.objective in ("sa2c", "sac")):
+            # SQN and SNQN never weight their CE term: the option would silently change nothing
+            raise ValueError("lea.augment_weighting=actor weights the augmented actions' CE term as SA2C/SAC weight "
+                             "the logged action's: it needs lea.augment=true and objective sa2c or sac")
         if self.lea.state_to_actor and self.lea.state_source != "state":
             raise ValueError("lea.state_to_actor reads the full LE states of the evaluation events: "
                              "use lea.state_source=state")

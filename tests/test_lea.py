@@ -153,6 +153,11 @@ def test_lea_config_validation() -> None:
     for extra in ([], ["lea.reward=true", "lea.cache=x"]):
         with pytest.raises(UserError, match="needs lea.state=true"):
             load_config(None, ["objective=snqn", "lea.state_to_actor=true", *extra])
+    for refused in (["objective=snqn", "lea.augment=true"], ["objective=sa2c", "lea.augment=false"]):
+        with pytest.raises(UserError, match="augment_weighting=actor"):
+            load_config(None, [*refused, "lea.cache=x", "lea.augment_weighting=actor"])
+    assert load_config(None, ["objective=sa2c", "lea.augment=true", "lea.cache=x",
+                              "lea.augment_weighting=actor"]).lea.augment_weighting == "actor"
 
 
 def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
