@@ -291,6 +291,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     if reused:
         print(f"reused {len(reused)} finished run(s) with the same config from {', '.join(map(str, reuse or []))}")
     print(f"grid {path}: {len(plans)} runs, {len(plans) - len(todo)} already finished, {len(todo)} to run -> {out}")
+    write_cells(grid)  # a report made while the grid runs finds its cells
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_run_cell, p.run_dir, workers > 1): p.run_dir for p in todo}
@@ -336,13 +337,36 @@ def _format(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
+def write_cells(grid: Grid) -> Path:
+    """``cells.json``: the axes, baseline, compared variants and which folder is which cell, so reports
+    (learec.report) can read a grid, also while it runs."""
+    path = grid.out / "cells.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"axes": grid.axes, "baseline": grid.baseline, "compare": grid.compare,
+                                "cells": [{"name": n, "values": v} for n, v, _ in grid.cells]}, indent=1))
+    return path
+
+
 def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
-    """results.csv (one row per run) and results.md (mean ± std over seeds, and the paired test)."""
+    """cells.json, results.csv (one row per run) and results.md (mean ± std over seeds, and the paired test)."""
+    write_cells(grid)
+    csv_text, md_text = results_tables(grid.out, grid.axes, grid.baseline, grid.compare,
+                                       [(name, values) for name, values, _ in grid.cells], metric)
+    csv_path, md_path = grid.out / "results.csv", grid.out / "results.md"
+    csv_path.write_text(csv_text)
+    md_path.write_text(md_text)
+    return csv_path, md_path
+
+
+def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], compare: dict[str, str],
+                   cells: list[tuple[str, dict[str, Any]]], metric: str = "ndcg@10") -> tuple[str, str]:
+    """The CSV (one row per finished run) and the Markdown table (mean ± std over seeds, and the paired
+    tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``."""
     from learec.evaluate.significance import paired_test
 
-    out, baseline, axis_keys = grid.out, grid.baseline, list(grid.axes)
+    axis_keys = list(axes)
     rows, ranks = [], {}
-    for name, values, _ in grid.cells:
+    for name, values in cells:
         mpath = out / name / "metrics.json"
         if mpath.is_file():
             test = json.loads(mpath.read_text())["test"]
@@ -353,20 +377,14 @@ def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
     prefixes = sorted({m.split("/")[0] for r in rows for m in r if "/" in m})  # event types, e.g. click
     metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "results.csv", out / "results.md"
     header = [*axis_keys, *metric_keys]
     csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
-    csv_path.write_text("\n".join(csv_lines) + "\n")
-    # which folder is which cell, for reports (learec.report)
-    (out / "cells.json").write_text(json.dumps({"axes": grid.axes, "baseline": grid.baseline, "compare": grid.compare,
-                                                "cells": [{"name": n, "values": v} for n, v, _ in grid.cells]}, indent=1))
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
     extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
-    if grid.compare:
+    if compare:
         # the row's `compare` variant, named in its own column (usually the same method without the LE)
         extra += ["compared with", f"Δ{metric} vs it", "p "]
     md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
@@ -375,14 +393,13 @@ def write_table(grid: Grid, metric: str = "ndcg@10") -> tuple[Path, Path]:
         cols = [_format([r[m] for r in rs if m in r]) for m in metric_keys]
         if baseline:
             cols += _significance(dict(zip(group_keys, key)), baseline, rs, ranks, axis_keys, metric, paired_test)
-        if grid.compare:
+        if compare:
             variant = dict(zip(group_keys, key)).get("variant")
-            other = grid.compare.get(str(variant))
+            other = compare.get(str(variant))
             cols += ([other, *_significance(dict(zip(group_keys, key)), {"variant": other}, rs, ranks, axis_keys,
                                             metric, paired_test)] if other else ["", "", ""])
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
-    md_path.write_text("\n".join(md) + "\n")
-    return csv_path, md_path
+    return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
 
 def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, axis_keys: list[str], metric: str,

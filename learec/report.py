@@ -1,8 +1,8 @@
 """Reports of grids (and of the LE behind them): Markdown + HTML with tables and PNG plots.
 
-``learec report GRID_DIRS... --out DIR [--le-run LE_DIR]`` reads each grid's ``results.md`` (mean ± std
-over seeds, paired tests against the baseline and against each variant's ``compare`` variant) and
-``cells.json`` (which folder is which cell), and draws:
+``learec report GRID_DIRS... --out DIR [--le-run LE_DIR]`` reads each grid's ``cells.json`` (which folder is
+which cell) and its finished runs, tabulates them as ``learec grid`` does in ``results.md`` (mean ± std over
+seeds, paired tests against the baseline and against each variant's ``compare`` variant), and draws:
 
 - ``val_curves_<grid>.png``: validation NDCG@10 over training, per variant (mean over seeds); a panel per
   value of the first axis (e.g. the backbone) when the grid has two axes or more besides the seed;
@@ -29,7 +29,7 @@ import yaml
 
 from learec.config import LE_RUNTIME_SETTINGS
 from learec.errors import UserError
-from learec.grid import axis_value_label
+from learec.grid import axis_value_label, results_tables
 
 
 def _plt():
@@ -43,10 +43,14 @@ def _plt():
 
 def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
     cells_path = grid_dir / "cells.json"
-    if not cells_path.is_file() or not (grid_dir / "results.md").is_file():
-        raise UserError(f"{grid_dir} is not a grid output directory (no cells.json/results.md)",
+    if not cells_path.is_file():
+        raise UserError(f"{grid_dir} is not a grid output directory (no cells.json)",
                         "give directories written by `learec grid` or `learec pipeline`")
     spec = json.loads(cells_path.read_text())
+    # the table is computed from the runs finished now, not read from results.md, which the grid rewrites
+    # only when it ends: a report made while the grid runs has the same tables as its curves
+    _, table = results_tables(grid_dir, spec["axes"], spec.get("baseline") or {}, spec.get("compare") or {},
+                              [(cell["name"], cell["values"]) for cell in spec["cells"]])
     runs = []
     for cell in spec["cells"]:
         run_dir = grid_dir / cell["name"]
@@ -55,7 +59,7 @@ def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
         result = json.loads(metrics.read_text()) if metrics.is_file() else {}
         runs.append({"values": cell["values"], "test": result.get("test"), "val": result.get("val"),
                      "history": json.loads(history.read_text()) if history.is_file() else []})
-    return {"dir": grid_dir, "axes": spec["axes"], "runs": runs, "table": (grid_dir / "results.md").read_text()}
+    return {"dir": grid_dir, "axes": spec["axes"], "runs": runs, "table": table}
 
 
 def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:

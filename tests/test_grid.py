@@ -1,5 +1,7 @@
 """Grids: the product of axes runs once per cell, finished cells are skipped, the table and the paired test."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,15 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
 
     assert main(["grid", "--config", str(grid_file), "--only", "seed=0", "--only", "objective=ce"]) == 0
     assert "1 runs, 0 already finished, 1 to run" in capsys.readouterr().out
+    # A run that finishes while a grid still runs (copied in here) is in a report made now, though the grid
+    # has not yet rewritten results.md.
+    out_dir = tmp_path / "out"
+    shutil.copytree(out_dir / "ce-seed0", out_dir / "ce-seed1")
+    assert main(["report", str(out_dir), "--out", str(tmp_path / "early")]) == 0
+    assert "| ce | 1 |" in (out_dir / "results.md").read_text()
+    early = (tmp_path / "early" / "report.md").read_text()
+    assert "| ce | 2 |" in early and "| sqn |" not in early
+    shutil.rmtree(out_dir / "ce-seed1")
     assert main(["grid", "--config", str(grid_file)]) == 0
     out = capsys.readouterr().out
     assert "4 runs, 1 already finished, 3 to run" in out
@@ -57,6 +68,8 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert sqn_row.count("±") == len(header) - 4  # mean ± std for every metric column (not Δ and p)
     p_value = float(sqn_row.rstrip(" |").split("|")[-1])
     assert 0.0 <= p_value <= 1.0
+    assert main(["report", str(out_dir), "--out", str(tmp_path / "report")]) == 0
+    assert md.strip() in (tmp_path / "report" / "report.md").read_text()  # the grid's table, once it has ended
 
     mtime = (tmp_path / "out" / "ce-seed0" / "metrics.json").stat().st_mtime
     assert main(["grid", "--config", str(grid_file)]) == 0
