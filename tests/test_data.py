@@ -148,6 +148,46 @@ def test_malformed_items_file_names_that_file(write_generic) -> None:
     assert str(d / "items.csv") in str(err.value) and "line 3" in str(err.value)
 
 
+@pytest.mark.parametrize("interactions, items, file, line", [
+    # one extra field on every row: pandas would read the first field as an index and shift the columns
+    ("user,item,timestamp\na,1,1,7\na,2,2,8\n", None, "interactions.csv", 2),
+    ("user,item,timestamp\na,1,1,\na,2,2,\n", None, "interactions.csv", 2),  # trailing commas
+    ("user,item,timestamp\na,1,1\n", "item,name\n1,One,x\n2,Two,y\n", "items.csv", 2),
+])
+def test_rows_longer_than_the_header_are_refused(write_generic, interactions: str, items: str | None, file: str,
+                                                 line: int) -> None:
+    with pytest.raises(UserError) as err:
+        read_generic(write_generic(interactions, items))
+    assert file in str(err.value) and f"line {line}" in str(err.value)
+
+
+@pytest.mark.parametrize("column, text, line", [
+    ("user", "user,item,timestamp\na,1,1\n,2,2\n", 3),
+    ("item", "user,item,timestamp\na, ,1\n", 2),
+    ("event", "user,item,timestamp,event\na,1,1,click\na,2,2,\n", 3),
+])
+def test_empty_ids_and_events_are_refused(write_generic, column: str, text: str, line: int) -> None:
+    with pytest.raises(UserError) as err:
+        read_generic(write_generic(text))
+    assert f"line {line}: column '{column}' is empty" in str(err.value)
+
+
+def test_an_edit_in_the_middle_of_a_large_raw_file_invalidates_the_preparation(write_generic) -> None:
+    # over 16 MiB, where the fingerprint once hashed only the first and last 8 MiB; the edit keeps the size
+    rows = [f"u{i % 50},{i % 97},{i}" for i in range(1_300_000)]
+    raw = write_generic("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    path = raw / "interactions.csv"
+    assert path.stat().st_size > 16 << 20
+    cfg = DataConfig(dataset="generic", raw=str(raw), protocol="loo", history=5)
+    first = prepare(cfg, log=lambda *_: None)
+    text = path.read_bytes()
+    middle = text.index(b"\nu7,", len(text) // 2) + 1
+    path.write_bytes(text[:middle] + b"u8" + text[middle + 2:])  # one user id changed, same size
+    assert path.stat().st_size == len(text)
+    second = prepare(cfg, log=lambda *_: None)
+    assert second.manifest["key"] != first.manifest["key"]
+
+
 def test_non_numeric_timestamp_names_line_and_value(write_generic) -> None:
     d = write_generic("user,item,timestamp\na,1,1\na,2,2\nb,3,yesterday\nb,4,4\n")
     with pytest.raises(UserError) as err:

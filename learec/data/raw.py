@@ -26,12 +26,25 @@ class RawData:
 
 def read_table(path: Path, *, sep: str, names: list[str] | None = None, header: int | None = 0,
                encoding: str = "utf-8", usecols: list[int] | None = None) -> pd.DataFrame:
-    """``pd.read_csv`` with errors that name the file and the line."""
+    """``pd.read_csv`` with errors that name the file and the line.
+
+    A header is read as a row like any other, so a row with more fields than the header is an error:
+    given the header as column names, pandas would take a row's extra first field for an index and
+    shift every column silently.
+    """
     if not path.is_file():
         raise UserError(f"Expected data file {path} does not exist", "check --raw / data.raw points at the right directory")
     try:
-        return pd.read_csv(path, sep=sep, names=names, header=header, encoding=encoding, usecols=usecols,
-                           dtype=str, keep_default_na=False, on_bad_lines="error", engine="c")
+        df = pd.read_csv(path, sep=sep, names=names, header=None, encoding=encoding, usecols=usecols,
+                         dtype=str, keep_default_na=False, on_bad_lines="error", engine="c")
+        if header is None:
+            return df
+        if len(df) <= header:
+            raise pd.errors.EmptyDataError
+        columns = [str(c).lstrip("\ufeff") if i == 0 else str(c) for i, c in enumerate(df.iloc[header])]
+        body = df.iloc[header + 1:].reset_index(drop=True)
+        body.columns = columns
+        return body
     except pd.errors.ParserError as err:
         msg = str(err).strip().splitlines()[-1]
         m = re.search(r"line (\d+)", msg)
@@ -54,6 +67,14 @@ def numeric_column(df: pd.DataFrame, column: str, path: Path, header_lines: int 
                         f"{df[column].iloc[i]!r}, not a number ({len(bad)} such rows in all)",
                         "fix or remove those rows")
     return values.astype("float64")
+
+
+def require_values(df: pd.DataFrame, column: str, path: Path, header_lines: int = 1) -> None:
+    """Refuse empty values in an id column: an empty user, item or event would become an id of its own."""
+    empty = (df[column].str.strip() == "").to_numpy().nonzero()[0]
+    if len(empty):
+        raise UserError(f"Malformed row in {path}, line {int(empty[0]) + 1 + header_lines}: column '{column}' is empty "
+                        f"({len(empty)} such rows in all)", "fill in or remove those rows")
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -122,6 +143,9 @@ def read_generic(directory: Path) -> RawData:
     inter_path = directory / "interactions.csv"
     df = read_table(inter_path, sep=",")
     require_columns(df, ["user", "item", "timestamp"], inter_path)
+    for column in ("user", "item", "event"):
+        if column in df.columns:
+            require_values(df, column, inter_path)
     inter = pd.DataFrame({"user": df["user"], "item": df["item"],
                           "timestamp": numeric_column(df, "timestamp", inter_path)})
     event_order = None
