@@ -108,3 +108,17 @@ def test_committed_configs_are_valid():
     for path in configs:
         cfg = load_config(path)
         assert cfg.data.dataset == "movielens-100k" and path.stem.endswith(cfg.model.backbone)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_serve_port_out_of_range_is_a_usage_error(port, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "some-model", "--port", port])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--port" in err and "Traceback" not in err
+
+
+def test_dataset_name_with_a_path_is_refused(data_dir, capsys):
+    err = _user_error(capsys, ["data", "fetch", "../outside"])
+    assert "Invalid dataset name" in err
+    assert not (data_dir.parent / "outside").exists()

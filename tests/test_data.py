@@ -629,3 +629,19 @@ def test_missing_raw_dir_for_generic_hints_raw(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         resolve_raw(DATASETS["generic"], tmp_path / "nowhere")
     assert "--raw" in err.value.hint
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", "", "a\\b"])
+def test_dataset_names_that_leave_the_data_folder_are_refused(name: str, data_home: Path) -> None:
+    from learec.data.registry import raw_dir
+
+    with pytest.raises(UserError, match="Invalid dataset name"):
+        get_spec(name, raw=data_home)
+    with pytest.raises(UserError, match="Invalid dataset name"):
+        raw_dir(name)
+
+
+def test_more_event_types_than_the_codes_hold_is_a_user_error(write_generic) -> None:
+    rows = "".join(f"u,{i},{i},e{i}\n" for i in range(130))
+    with pytest.raises(UserError, match="130 event types"):
+        build_sequences(read_generic(write_generic("user,item,timestamp,event\n" + rows)), 0, 0, "")

@@ -114,6 +114,10 @@ def build_sequences(raw: RawData, min_user: int, min_item: int, template: str) -
 
     if "event" in df.columns and raw.event_order:
         event_types = list(raw.event_order)
+        if len(event_types) > np.iinfo(np.int8).max:  # event codes are stored as int8
+            raise UserError(f"The log has {len(event_types)} event types; learec handles at most "
+                            f"{np.iinfo(np.int8).max} (e.g. {event_types[:5]} ...)",
+                            "is the event column the right one? Map the events to a few types (e.g. click, purchase)")
         events = pd.Categorical(df["event"], categories=event_types).codes.astype(np.int8)
     else:
         event_types = ["interaction"]

@@ -110,12 +110,21 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def check_dataset_name(name: str) -> str:
+    """A dataset name becomes a folder name under ``$LEAREC_DATA_DIR``: nothing that leaves that folder."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise UserError(f"Invalid dataset name {name!r}: it names folders under {data_home()}",
+                        "use a plain name (letters, digits, '-', '_', '.'), without path separators")
+    return name
+
+
 def raw_dir(name: str) -> Path:
-    return data_home() / "raw" / name
+    return data_home() / "raw" / check_dataset_name(name)
 
 
 def get_spec(name: str, raw: str | Path | None = None) -> DatasetSpec:
     """The spec for ``name``; an unregistered name is taken as generic-format data when ``raw`` holds it."""
+    check_dataset_name(name)
     if name in DATASETS:
         return DATASETS[name]
     if raw is not None and (Path(raw) / "interactions.csv").is_file():

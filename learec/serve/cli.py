@@ -29,6 +29,17 @@ def parse_history(text: str) -> list[Any]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def tcp_port(text: str) -> int:
+    """``--port``: a TCP port number; argparse reports anything else as a usage error."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from learec.serve.export import export_run
 
@@ -121,7 +132,7 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
                        "with a message, never a 5xx. Concurrent queries are micro-batched into one forward pass.")
     p.add_argument("model_dir", help="a directory made by `learec export`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="port, 1-65535 (default 8000)")
     p.add_argument("--threads", type=_positive, default=1,
                    help="torch CPU threads (default 1: per-request forwards are small, and more threads compete "
                    "with the HTTP event loop)")
