@@ -122,3 +122,19 @@ def test_dataset_name_with_a_path_is_refused(data_dir, capsys):
     err = _user_error(capsys, ["data", "fetch", "../outside"])
     assert "Invalid dataset name" in err
     assert not (data_dir.parent / "outside").exists()
+
+
+def test_stats_of_own_data_find_its_last_preparation(data_dir, capsys, tmp_path):
+    raw = tmp_path / "mine"
+    raw.mkdir()
+    (raw / "interactions.csv").write_text("".join(["user,item,timestamp\n"] + [f"u{i % 7},{i % 5},{i}\n" for i in range(70)]))
+    assert main(["data", "prepare", "mine", "--raw", str(raw)]) == 0
+    capsys.readouterr()
+    assert main(["data", "stats", "mine", "--json"]) == 0  # no --raw again
+    assert json.loads(capsys.readouterr().out)["interactions"] == 70
+    assert "Unknown dataset 'other'" in _user_error(capsys, ["data", "stats", "other"])
+
+
+def test_generated_data_are_made_on_first_use(data_dir, capsys):
+    assert main(["data", "stats", "synthetic", "--json"]) == 0  # no `learec data fetch synthetic` first
+    assert json.loads(capsys.readouterr().out)["users"] > 0

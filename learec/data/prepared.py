@@ -19,7 +19,7 @@ import numpy as np
 
 from learec.config import DataConfig
 from learec.data.preprocess import Sequences, build_sequences
-from learec.data.registry import get_spec, resolve_raw
+from learec.data.registry import DATASETS, check_dataset_name, get_spec, resolve_raw
 from learec.data.splits import EvalSet, Split, Transitions, split_loo, split_sqn
 from learec.errors import UserError
 from learec.utils import data_home, file_fingerprint, stable_hash
@@ -138,10 +138,26 @@ def _read(path: Path) -> PreparedData:
     return PreparedData(path, manifest, seqs, split)
 
 
+def last_raw_path(name: str) -> str | None:
+    """The raw folder of the latest preparation of dataset ``name`` (None if it was never prepared)."""
+    check_dataset_name(name)
+    found = []
+    for manifest in (data_home() / "prepared").glob(f"{name}-*/manifest.json"):
+        made = json.loads(manifest.read_text())
+        if made.get("dataset") == name and Path(made.get("raw_path", "")).exists():
+            found.append((manifest.stat().st_mtime, made["raw_path"]))
+    return max(found)[1] if found else None
+
+
 def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
-    """Load the prepared data for ``cfg``, preparing (and caching) it first when needed."""
-    spec = get_spec(cfg.dataset, cfg.raw)
-    raw_path = resolve_raw(spec, cfg.raw)
+    """Load the prepared data for ``cfg``, preparing (and caching) it first when needed.
+
+    Data of your own (a name no loader knows) are read from ``cfg.raw``; without it, from the raw folder
+    of the latest preparation of that name (so `learec data stats NAME` works after `prepare NAME --raw`).
+    """
+    raw = cfg.raw if cfg.raw is not None or cfg.dataset in DATASETS else last_raw_path(cfg.dataset)
+    spec = get_spec(cfg.dataset, raw)
+    raw_path = resolve_raw(spec, raw)
     raw_files = _raw_files(raw_path)
     key = _cache_key(cfg, raw_files, spec.options)
     dest = data_home() / "prepared" / f"{spec.name}-{cfg.protocol}-{key}"

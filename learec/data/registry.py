@@ -24,6 +24,7 @@ class DatasetSpec:
     read: Callable[[Path], RawData]
     text_template: str
     fetch: Callable[..., Path] | None = None  # (dest, **options) -> dest
+    generated: bool = False  # made by learec itself: made on first use, no `learec data fetch` needed
     # Loaders with settings read them from the config: load(raw_dir, data_config); ``options`` names their
     # section under data.loaders (it alone keys the cache), ``source`` says where the files come from.
     load: Callable[[Path, "DataConfig"], RawData] | None = None
@@ -70,6 +71,7 @@ DATASETS: dict[str, DatasetSpec] = {
         read=read_generic,
         text_template="{title}, {category}",
         fetch=lambda dest, wheel=None: generate_synthetic_log(dest, n_users=1000, n_items=200),
+        generated=True,
     ),
     "generic": DatasetSpec(
         name="generic",
@@ -141,6 +143,8 @@ def get_spec(name: str, raw: str | Path | None = None) -> DatasetSpec:
 
 def resolve_raw(spec: DatasetSpec, raw: str | Path | None) -> Path:
     path = Path(raw).expanduser() if raw else raw_dir(spec.name)
+    if not path.exists() and spec.generated and not raw:
+        return spec.fetch(path)
     if not path.exists():
         if spec.fetch:
             hint = f"run `learec data fetch {spec.name}`"
