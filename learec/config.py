@@ -300,6 +300,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):
+        value = raw  # text as typed: YAML would strip the leading space a template may need
     return key.strip().split("."), value
 
 

@@ -100,6 +100,15 @@ def test_overrides_are_typed_and_nested():
         parse_override("train.epochs")
 
 
+def test_text_overrides_keep_their_spaces():
+    # a template's leading space matters (" is the product {text}."); YAML would strip it
+    assert parse_override("le.item_tokens.describe= is the product {text}.")[1] == " is the product {text}."
+    assert parse_override("data.dataset=synthetic")[1] == "synthetic"
+    assert parse_override("le.model.prompt='quoted '")[1] == "quoted "  # quoting still works
+    cfg = load_config(None, ["le.item_tokens.describe= is {text}!"])
+    assert cfg.le.item_tokens.describe == " is {text}!"
+
+
 def test_committed_configs_are_valid():
     from pathlib import Path
 
