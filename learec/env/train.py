@@ -136,7 +136,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    restart = "delete it: LE training then starts over"
+    restart = "delete it and run `learec env train` again: LE training then starts over"
     saved = load_torch_file(state_path, restart, map_location=model.device) if state_path.is_file() else None
     if saved is not None and (not isinstance(saved, dict) or saved.get("key") != key):
         log.info("LE training state in %s is from other inputs: starting over", out_dir)
