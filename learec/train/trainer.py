@@ -33,8 +33,8 @@ from learec.data.splits import Transitions
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective
-from learec.utils import (atomic_save_npy, atomic_torch_save, atomic_write_json, error_summary, load_torch_file,
-                          seed_everything)
+from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, seed_everything
+from learec.utils import error_summary, load_torch_file
 
 log = logging.getLogger("learec.train")
 
