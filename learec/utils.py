@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes (a kill never leaves a half-written file), hashing, seeding."""
+"""Small shared helpers: atomic writes (a kill never leaves a half-written file), safe reads, hashing, seeding."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import json
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from learec.errors import UserError
 
 
 def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -41,6 +44,34 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     import torch
 
     _atomic(path, lambda p: torch.save(obj, p))
+
+
+def load_torch_file(path: str | Path, hint: str, map_location: Any = "cpu") -> Any:
+    """Read back a file learec wrote with :func:`atomic_torch_save`, accepting only tensors and plain
+    containers and values (``weights_only``): run directories are shared, and unpickling anything else
+    could run code. A file that cannot be read so is a UserError naming it, with ``hint`` on what to do."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # a raw pickle (not torch.save's zip) warns of its protocol first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        problem = ("holds objects other than tensors and plain values (written by an older learec, or crafted); "
+                   "it was not loaded, as unpickling them could run code")
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as err:
+        problem = f"cannot be read ({err.strerror or err})"
+    except Exception:  # torch raises EOFError, OSError, RuntimeError, KeyError... for a truncated or foreign file
+        problem = "is empty" if path.is_file() and path.stat().st_size == 0 else "is truncated or corrupt"
+    raise UserError(f"{path} {problem}", hint)
+
+
+def error_summary(err: BaseException) -> str:
+    """``err`` as one short line (a state-dict mismatch spans many), for a UserError's message."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
 
 
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:

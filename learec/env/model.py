@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from learec.config import LEConfig, LEModelConfig
 from learec.env.packed import PackedOutput, packed_forward
 from learec.errors import UserError
+from learec.utils import atomic_torch_save, error_summary, load_torch_file
 
 
 def load_le_lm(cfg: LEConfig) -> tuple[Any, Any]:
@@ -153,7 +154,7 @@ class LEModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.lm.save_pretrained(directory / "adapter")
         heads = {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("lm.")}
-        torch.save(heads, directory / "heads.pt")
+        atomic_torch_save(directory / "heads.pt", heads)
         return weights_hash(self)
 
     def load(self, directory: Path) -> None:
@@ -164,7 +165,12 @@ class LEModel(nn.Module):
         if not adapter.is_file() or not (directory / "heads.pt").is_file():
             raise UserError(f"No trained LE in {directory}", "run `learec env train` first")
         set_peft_model_state_dict(self.lm, load_file(str(adapter), device=str(self.device)))
-        self.load_state_dict(torch.load(directory / "heads.pt", map_location=self.device), strict=False)
+        hint = f"retrain the LE: delete {directory} and run `learec env train --run-dir {directory.parent}`"
+        heads = load_torch_file(directory / "heads.pt", hint, map_location=self.device)
+        try:  # a file that loads safely may still not hold this LE's heads
+            self.load_state_dict(heads, strict=False)
+        except (TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{directory / 'heads.pt'} does not fit this LE ({error_summary(err)})", hint) from None
 
 
 def weights_hash(model: LEModel) -> str:

@@ -41,7 +41,7 @@ from learec.env.report import augmentation_quality, le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
 from learec.train.run import log_to_file
-from learec.utils import atomic_torch_save, atomic_write_json, stable_hash
+from learec.utils import atomic_torch_save, atomic_write_json, load_torch_file, stable_hash
 
 log = logging.getLogger("learec")
 
@@ -100,6 +100,15 @@ def _label_fingerprint(cfg: Config, data: PreparedData, le_weights: str) -> dict
             "label": label, "window": cfg.le.model.window, "transitions": len(data.train)}
 
 
+def _read_item_tokens(path: Path) -> dict[str, Any]:
+    """``item_tokens.pt`` as written by :meth:`LERun._train_item_tokens`, read safely (no pickle)."""
+    hint = f"delete it: `learec env train --run-dir {path.parent}` trains the item tokens again"
+    saved = load_torch_file(path, hint)
+    if not isinstance(saved, dict) or not isinstance(saved.get("embeddings"), torch.Tensor) or "report" not in saved:
+        raise UserError(f"{path} does not hold item tokens", hint)
+    return saved
+
+
 def stage_status(cfg: Config, run_dir: Path) -> tuple[dict[str, str], str | None]:
     """What the LE stages of ``run_dir`` would do with ``cfg`` (item tokens, LE training, labelling), read
     from the keys in their files: no LM is loaded and the run directory is not written (the data cache
@@ -109,7 +118,7 @@ def stage_status(cfg: Config, run_dir: Path) -> tuple[dict[str, str], str | None
     tokens = run_dir / "item_tokens.pt"
     if not tokens.is_file():
         status = {"item tokens": "to train"}
-    elif torch.load(tokens, weights_only=False).get("key") == _item_tokens_key(cfg, data):
+    elif _read_item_tokens(tokens).get("key") == _item_tokens_key(cfg, data):
         status = {"item tokens": "current"}
     else:
         status = {"item tokens": "made from other inputs: retrain"}
@@ -176,7 +185,7 @@ class LERun:
         path = self.run_dir / "item_tokens.pt"
         key = _item_tokens_key(self.cfg, self.data)
         if path.is_file():
-            saved = torch.load(path, weights_only=False)
+            saved = _read_item_tokens(path)
             if saved.get("key") == key:
                 return saved["embeddings"], saved["report"]
             log.warning("item tokens in %s were made from other inputs: retraining", path)
@@ -236,7 +245,7 @@ class LERun:
         path = self.run_dir / "item_tokens.pt"
         if not path.is_file():
             raise UserError(f"{self.run_dir} has no item tokens", f"run `learec env train --run-dir {self.run_dir}`")
-        saved = torch.load(path, weights_only=False)
+        saved = _read_item_tokens(path)
         return saved["embeddings"], saved["report"]
 
     # --- stage 3: labelling -------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from learec.data.preprocess import Sequences
 from learec.distributed import is_distributed, is_main, rank, shard, world_size
 from learec.env.batches import pack_rows, uniform_negatives, unseen_items, user_items
 from learec.env.model import LEModel
-from learec.utils import atomic_torch_save
+from learec.errors import UserError
+from learec.utils import atomic_torch_save, error_summary, load_torch_file
 
 log = logging.getLogger("learec")
 
@@ -135,14 +136,18 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    saved = torch.load(state_path, map_location=model.device, weights_only=False) if state_path.is_file() else None
-    if saved is not None and saved.get("key") != key:
+    restart = "delete it and run `learec env train` again: LE training then starts over"
+    saved = load_torch_file(state_path, restart, map_location=model.device) if state_path.is_file() else None
+    if saved is not None and (not isinstance(saved, dict) or saved.get("key") != key):
         log.info("LE training state in %s is from other inputs: starting over", out_dir)
         saved = None
     if saved is not None:
-        model.load_state_dict(saved["model"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        history, start_epoch = saved["history"], saved["epoch"]
+        try:  # a file that loads safely may still not be this model's training state
+            model.load_state_dict(saved["model"], strict=False)
+            optimizer.load_state_dict(saved["optimizer"])
+            history, start_epoch = list(saved["history"]), int(saved["epoch"])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{state_path} does not fit this LE ({error_summary(err)})", restart) from None
         log.info("LE training resumes after epoch %d", start_epoch)
     sequences = {int(u): user_items(seqs, int(u))[: (lengths or {}).get(int(u))] for u in users}
     n_items = seqs.n_items

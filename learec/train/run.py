@@ -30,7 +30,7 @@ from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective, build_objective
 from learec.train.trainer import Trainer
-from learec.utils import atomic_write_json, seed_everything
+from learec.utils import atomic_write_json, error_summary, load_torch_file, seed_everything
 
 log = logging.getLogger("learec")
 
@@ -172,16 +172,22 @@ def load_trained_objective(cfg: Config, data: PreparedData, run_dir: Path, check
     only; last: everything). An LEA (+SM) critic's LE projection is sized from the checkpoint, so no LE
     cache is needed."""
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    state = torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
+    other = "last" if checkpoint == "best" else "best"
+    hint = (f"use --checkpoint {other} if that one loads, or retrain the run: "
+            f"`learec train --config {run_dir / 'config.yaml'} --run-dir NEW_DIR`")
+    state = load_torch_file(path, hint) if path.is_file() else None
     objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
     if objective.trainable:
         if state is None:
             raise UserError(f"{path} does not exist",
                             "train the run first (`learec train`), or use the other checkpoint (best/last)")
-        if checkpoint == "last":
-            objective.load_state_dict(state["objective"])
-        else:
-            objective.scorer().load_state_dict(state)
+        try:  # a file that loads safely may still not hold this run's networks
+            if checkpoint == "last":
+                objective.load_state_dict(state["objective"])
+            else:
+                objective.scorer().load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{path} does not fit this run's networks ({error_summary(err)})", hint) from None
     return objective
 
 

@@ -34,6 +34,7 @@ from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective
 from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, seed_everything
+from learec.utils import error_summary, load_torch_file
 
 log = logging.getLogger("learec.train")
 
@@ -73,8 +74,21 @@ def rank_rows(idx: np.ndarray, rank: int, world: int) -> np.ndarray:
     return idx[rank * per_rank:(rank + 1) * per_rank]
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as a tensor and plain values: a checkpoint is read back with
+    ``weights_only``, which refuses numpy arrays."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():  # dropout and negative sampling on a GPU draw from its generators
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -84,7 +98,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_rng_state(state["numpy"])
     random.setstate(state["python"])
 
 
@@ -133,7 +147,15 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         if not distributed.broadcast_object(path.is_file() if distributed.is_main() else None):  # one answer
             return False
-        state = torch.load(path, weights_only=False, map_location="cpu")
+        restart = f"delete it and run `learec train --resume --run-dir {self.run_dir}` again: the run restarts at epoch 0"
+        state = load_torch_file(path, restart)
+        try:  # a file that loads safely may still not be this run's checkpoint
+            self._restore(path, state)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{path} is not a checkpoint of this run ({error_summary(err)})", restart) from None
+        return True
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
         self.objective.load_state_dict(state["objective"])
         self.progress = Progress(**state["progress"])
         rng = state["rng"]
@@ -145,7 +167,6 @@ class Trainer:
                                 f"resume with torchrun --nproc_per_node {saved_world}")
             rng = rng["ranks"][distributed.rank()] if "ranks" in rng else rng
         _set_rng_state(rng)
-        return True
 
     def _save_best(self) -> None:
         if distributed.is_main():
@@ -238,7 +259,8 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         has_best = distributed.broadcast_object(best.is_file() if distributed.is_main() else None)  # one answer
         if self.objective.trainable and has_best:
-            self.objective.scorer().load_state_dict(torch.load(best, weights_only=True, map_location="cpu"))
+            retrain = f"delete {self.ckpt_dir} and run `learec train --resume --run-dir {self.run_dir}`: it retrains"
+            self.objective.scorer().load_state_dict(load_torch_file(best, retrain))
         val, _ = self._evaluate("val")
         test, test_ranks = self._evaluate("test")
         if distributed.is_main():
