@@ -219,7 +219,7 @@ LE_RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
 
 
 class LEConfig(_Strict):
-    """The LLM environment (DESIGN.md §1-2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
+    """The LLM environment (docs/design.md §1.3, §2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
 
     lm: str | None = Field(None, description="default: the fetched SmolLM2-135M-Instruct")
     device: str = Field("cpu", description="of the LM: cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
@@ -240,7 +240,7 @@ class LEConfig(_Strict):
 
 
 class LEAConfig(_Strict):
-    """LE states, rewards and augmented actions in the RL trainers (DESIGN.md §1.4; LEA)."""
+    """LE states, rewards and augmented actions in the RL trainers (docs/design.md §1.4)."""
 
     cache: str | None = Field(None, description="LE run directory whose label/ cache the trainer reads")
     cache_key: str | None = Field(None, description="if set, the cache must have this key (the pipeline sets it, "

@@ -253,6 +253,7 @@ def test_replay_buffer_matches_the_published_generator():
     assert train.done.tolist() == ref["is_done"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_exact_resume_for_an_rl_run(tmp_path, monkeypatch):
     from learec.data.registry import raw_dir
     from learec.data.synthetic import generate_synthetic_log
