@@ -29,9 +29,9 @@ class _Strict(BaseModel):
 _DEVICE_NAME = re.compile(r"cpu|mps|cuda(:(0|[1-9][0-9]*))?")
 
 
-def _check_device_name(key: str, name: str) -> str:
+def _check_device_name(name: str) -> str:
     if not _DEVICE_NAME.fullmatch(name):
-        raise ValueError(f"{key} {name!r} is not a device learec runs on: use cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
+        raise ValueError("not a device learec runs on: use cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
     return name
 
 
@@ -94,7 +94,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _backbone_is_registered(cls, v: str) -> str:
         if v not in BACKBONES.choices():
-            raise ValueError(f"unknown backbone {v!r}: use one of {', '.join(BACKBONES.choices())}")
+            raise ValueError(f"not a registered backbone: use one of {', '.join(BACKBONES.choices())}")
         return v
 
 
@@ -115,7 +115,7 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        return _check_device_name("train.device", v)
+        return _check_device_name(v)
 
 
 class EvalConfig(_Strict):
@@ -219,7 +219,7 @@ LE_RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
 
 
 class LEConfig(_Strict):
-    """The LLM environment (docs/design.md §1.3, §2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
+    """The LLM environment (docs/design.md §1.3). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
 
     lm: str | None = Field(None, description="default: the fetched SmolLM2-135M-Instruct")
     device: str = Field("cpu", description="of the LM: cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
@@ -236,7 +236,7 @@ class LEConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        return _check_device_name("le.device", v)
+        return _check_device_name(v)
 
 
 class LEAConfig(_Strict):

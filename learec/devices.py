@@ -29,7 +29,8 @@ def run_device(name: str, key: str) -> str:
                             f"set {key}=cpu, or run on a machine with a GPU and a CUDA build of torch")
         wanted = int(index) if index else (distributed.local_rank() if distributed.is_distributed() else 0)
         if wanted >= count:
-            raise UserError(f"{key}={name} asks for GPU {wanted}, and this machine has {count} (cuda:0..cuda:{count - 1})",
+            raise UserError(f"{key}={name} asks for GPU {wanted}, and this machine has {count} "
+                            f"(cuda:0..cuda:{count - 1})",
                             f"set {key}=cuda or cuda:N with N < {count}; under torchrun, at most {count} processes "
                             "per machine")
         if not index and distributed.is_distributed():

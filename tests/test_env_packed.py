@@ -1,4 +1,4 @@
-"""The LLM backend and the packed pass (docs/design.md §1.5, §2): one forward per user equals one forward per prompt."""
+"""The LLM backend and the packed pass (docs/design.md §1.5, §2): one forward per user equals one per prompt."""
 
 from __future__ import annotations
 
