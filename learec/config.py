@@ -7,6 +7,7 @@ silently ignored setting. ``load_config`` layers: built-in defaults < YAML file 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,10 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from learec.data.loaders.options import LoaderOptions
 from learec.errors import UserError
+from learec.models.registry import BACKBONES
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# The torch device names learec runs on (torch's own syntax, limited to these kinds). Only the name is
+# checked here: whether the device is present is checked when a run starts (learec.devices), so a config
+# written on a GPU machine still loads, shows and edits on one without.
+_DEVICE_NAME = re.compile(r"cpu|mps|cuda(:(0|[1-9][0-9]*))?")
+
+
+def _check_device_name(name: str) -> str:
+    if not _DEVICE_NAME.fullmatch(name):
+        raise ValueError("not a device learec runs on: use cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
+    return name
 
 
 class DataConfig(_Strict):
@@ -65,7 +79,8 @@ class SASRecConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: Literal["gru4rec", "caser", "nextitnet", "sasrec", "pop"] = "sasrec"
+    backbone: str = Field("sasrec", description="a registered backbone (learec.models.registry: gru4rec, caser, "
+                          "nextitnet, sasrec, or one a plugin registers) or pop (popularity, no network)")
     hidden: int = Field(64, ge=1, description="embedding and hidden size")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     tie_head: bool = Field(False, description="CE head = dot product with the item embeddings (+ bias), as in "
@@ -74,6 +89,13 @@ class ModelConfig(_Strict):
     caser: CaserConfig = CaserConfig()
     nextitnet: NextItNetConfig = NextItNetConfig()
     sasrec: SASRecConfig = SASRecConfig()
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_is_registered(cls, v: str) -> str:
+        if v not in BACKBONES.choices():
+            raise ValueError(f"not a registered backbone: use one of {', '.join(BACKBONES.choices())}")
+        return v
 
 
 class TrainConfig(_Strict):
@@ -87,8 +109,13 @@ class TrainConfig(_Strict):
     max_steps: int = Field(0, ge=0, description="end training after this many steps (smoke runs, benchmarks): "
                            "validated once there, then finished; 0 = no limit")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
     progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return _check_device_name(v)
 
 
 class EvalConfig(_Strict):
@@ -192,10 +219,10 @@ LE_RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
 
 
 class LEConfig(_Strict):
-    """The LLM environment (DESIGN.md §1-2). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
+    """The LLM environment (docs/design.md §1.3). ``lm``: a directory, a .gguf file, a hub name, 'tiny' (tests)."""
 
     lm: str | None = Field(None, description="default: the fetched SmolLM2-135M-Instruct")
-    device: str = "cpu"
+    device: str = Field("cpu", description="of the LM: cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     threads: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
@@ -206,9 +233,14 @@ class LEConfig(_Strict):
     label: LELabelConfig = LELabelConfig()
     report: LEReportConfig = LEReportConfig()
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        return _check_device_name(v)
+
 
 class LEAConfig(_Strict):
-    """LE states, rewards and augmented actions in the RL trainers (DESIGN.md §1.4; LEA)."""
+    """LE states, rewards and augmented actions in the RL trainers (docs/design.md §1.4)."""
 
     cache: str | None = Field(None, description="LE run directory whose label/ cache the trainer reads")
     cache_key: str | None = Field(None, description="if set, the cache must have this key (the pipeline sets it, "
@@ -325,7 +357,8 @@ def _format_validation_error(err: ValidationError, source: str) -> UserError:
             lines.append(f"unknown config key '{where}'")
         else:
             got = e.get("input")
-            lines.append(f"'{where}': {e['msg']}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
+            msg = e["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+            lines.append(f"'{where}': {msg}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     return UserError(
         f"Invalid configuration ({source}): " + "; ".join(lines),
         "check the key names and values against `learec config show` (prints every key with its default)",

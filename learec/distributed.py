@@ -83,13 +83,6 @@ def main_first(make: Callable[[], T]) -> T:
     return make()
 
 
-def rank_device(device: str) -> str:
-    """``cuda`` means this rank's GPU (``cuda:LOCAL_RANK``) under torchrun; anything else is kept."""
-    if device == "cuda" and is_distributed():
-        return f"cuda:{local_rank()}"
-    return device
-
-
 def shard(n: int, part: int | None = None, parts: int | None = None) -> slice:
     """The contiguous ``part`` of ``range(n)`` (default: this rank's), sizes as ``np.array_split``'s."""
     part = rank() if part is None else part

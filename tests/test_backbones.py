@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learec.config import ModelConfig
+from learec.config import ModelConfig, load_config
 from learec.errors import UserError
-from learec.models import BACKBONES, SequentialRecommender, build_backbone
+from learec.models import BACKBONES, Backbone, SequentialRecommender, build_backbone, register
 from learec.models.recommender import PopularityRecommender
 
 N, L, H, B = 50, 8, 16, 4
@@ -201,3 +201,58 @@ def test_mask_dropout_keeps_with_probability_1_minus_p_and_rescales() -> None:
     y.sum().backward()  # the gradient flows through kept entries only, with the same scale
     torch.testing.assert_close(x.grad, y.detach())
     assert torch.equal(drop.eval()(x), x) and torch.equal(MaskDropout(0.0).train()(x), x)
+
+
+# --- the registry is the one list of backbones --------------------------------------------------------
+
+
+class _MeanOfItems(Backbone):
+    """A backbone a plugin could register: the mean embedding of the real items of the history."""
+
+    def __init__(self, n_items: int, max_len: int, cfg: ModelConfig) -> None:
+        super().__init__(n_items, max_len, cfg)
+        self.out_dim = cfg.hidden
+
+    def forward(self, histories: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = self.padding_mask(histories)
+        return (self.item_embedding(histories) * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@pytest.fixture()
+def mean_backbone():
+    register("test-mean")(_MeanOfItems)
+    yield "test-mean"
+    BACKBONES.unregister("test-mean")
+
+
+def test_unknown_backbone_is_refused_by_the_config_naming_the_registered_ones() -> None:
+    listed = "'model.backbone': not a registered backbone: use one of caser, gru4rec, nextitnet, sasrec, pop"
+    with pytest.raises(UserError, match=listed + " \\(got 'bert'\\)"):
+        load_config(None, ["model.backbone=bert"])
+
+
+def test_a_registered_backbone_is_accepted_by_the_config_and_built(mean_backbone: str) -> None:
+    from learec.rl import SNQN, build_objective
+
+    config = load_config(None, [f"model.backbone={mean_backbone}", f"model.hidden={H}", f"data.history={L}",
+                                "objective=snqn"])
+    assert mean_backbone in BACKBONES.choices()
+    assert isinstance(build_backbone(config.model.backbone, N, L, config.model), _MeanOfItems)
+    objective = build_objective(config, N, torch.ones(N), ["interaction"])
+    assert isinstance(objective, SNQN) and objective.scorer()(*batch()).shape == (B, N)
+
+
+def test_registering_pop_or_a_taken_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="popularity"):
+        register("pop")
+    assert BACKBONES["sasrec"].__name__ == "SASRec"  # loads the built-in, which registers itself
+    with pytest.raises(ValueError, match="already registered"):
+        register("sasrec")(_MeanOfItems)
+
+
+def test_the_config_validates_backbones_without_loading_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, learec.config; assert 'torch' not in sys.modules, 'learec.config imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -56,6 +56,7 @@ def _ddp_le_worker(rank: int, root: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_le_training_keeps_ranks_identical_and_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
     mp.spawn(_ddp_le_worker, args=(str(tmp_path),), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
@@ -79,6 +80,7 @@ def _torchrun(*args: str) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_torchrun_env_train_and_sharded_label_equal_one_process(data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     _torchrun("env", "train", "--config", str(SMOKE), "--set", "le.progress=false", "--set",

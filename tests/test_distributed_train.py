@@ -113,6 +113,7 @@ def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
     torch.save({"losses": losses, "digests": digests}, f"{out}.{rank}")
 
 
+@pytest.mark.slow
 def test_ddp_training_keeps_ranks_identical_and_learns(tmp_path):
     """CE, SNQN, SA2C (past its warm-up) and SNQN+SM with the alignment loss: after every step both ranks
     hold the same weights."""
@@ -142,6 +143,7 @@ def _torchrun(*args: str) -> list[str]:
     return distributed.torchrun_command(2, "-m", "learec", *args)
 
 
+@pytest.mark.slow
 def test_torchrun_train_then_sharded_evaluate_matches_one_process(data_dir, tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     load_config(None, [*SMALL, "model.backbone=gru4rec", "objective=snqn", "train.epochs=4", "train.lr=0.01"]).save(cfg_path)
@@ -209,6 +211,7 @@ def _state(pid: int) -> str:
         return "zombie"
 
 
+@pytest.mark.slow
 def test_torchrun_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(data_dir, tmp_path):
     """Every rank's RNG state is in the checkpoint: a killed 2-rank run resumes exactly."""
     import signal

@@ -273,6 +273,7 @@ def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pyte
     assert main(["env", "label", "--run-dir", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.slow
 def test_real_default_lm_end_to_end_on_a_handful_of_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fetched SmolLM2-135M through item tokens, LE training, labelling and the report (a few users)."""
     from learec.env.lm import DEFAULT_LLM_DIR, _is_complete

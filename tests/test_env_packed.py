@@ -1,4 +1,4 @@
-"""The LLM backend and the packed pass (DESIGN.md §2-3): one forward per user equals one forward per prompt."""
+"""The LLM backend and the packed pass (docs/design.md §1.5, §2): one forward per user equals one per prompt."""
 
 from __future__ import annotations
 
@@ -202,6 +202,7 @@ def test_default_llm_dir_follows_data_home(tmp_path: Path, monkeypatch: pytest.M
     assert DEFAULT_LLM_DIR() == tmp_path / "models" / "smollm2-135m-instruct"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _is_complete(DEFAULT_LLM_DIR()), reason="default LLM not fetched (learec env fetch)")
 def test_default_llm_packed_equals_separate_forwards() -> None:
     model, tokenizer = load_causal_lm(None)

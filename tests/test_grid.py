@@ -82,6 +82,7 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert "train.epochs: 1 -> 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reuse_copies_finished_runs_with_the_same_config_only(tmp_path, monkeypatch, capsys):
     _synthetic_base(tmp_path, monkeypatch, "gru4rec", n_users=60)
     first = tmp_path / "first.yaml"

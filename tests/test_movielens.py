@@ -6,8 +6,9 @@ from learec.config import DataConfig
 from learec.data.prepared import prepare
 from learec.data.registry import raw_dir
 
-pytestmark = pytest.mark.skipif(not (raw_dir("movielens-100k") / "ml-100k.inter").is_file(),
-                                reason="MovieLens-100K not fetched (run `make setup`)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (raw_dir("movielens-100k") / "ml-100k.inter").is_file(),
+                                 reason="MovieLens-100K not fetched (run `make setup`)")]
 
 
 def test_movielens_100k_loo():

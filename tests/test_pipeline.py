@@ -53,6 +53,7 @@ def _dry_run_status(printed: str) -> dict[str, str]:
     return status
 
 
+@pytest.mark.slow
 def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     pipeline = workdir / "lea_smoke.yaml"
     out = workdir / "runs" / "lea-smoke"
@@ -124,6 +125,7 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     assert len(list((out / ".stale").iterdir())) == 5  # the old ones are kept aside, not deleted
 
 
+@pytest.mark.slow
 def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Path) -> None:
     """`--le-set` and `--out` run one pipeline file per LE setting; the report plots metrics against it."""
     pipeline = workdir / "lea_smoke.yaml"

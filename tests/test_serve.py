@@ -313,6 +313,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_learec_serve_command_answers_and_stops_on_ctrl_c(model_dir, rec):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "learec", "serve", str(model_dir), "--port", str(port)],

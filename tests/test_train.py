@@ -110,6 +110,7 @@ def _assert_same_checkpoint(a, b):
         assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_metrics(data_dir, tmp_path):
     """SIGKILL a real `learec train` process after its first checkpoint; `--resume` ends where an uninterrupted run does."""
     cfg_path = tmp_path / "cfg.yaml"

@@ -1,4 +1,4 @@
-"""The two evaluation protocols and the arrays they produce (DESIGN.md §4).
+"""The two evaluation protocols and the arrays they produce (docs/design.md §4).
 
 - ``sqn``: users (sessions) split at random 8:1:1 (seeded); every event of a train user is a training
   transition, every event of a validation/test user a prediction point with its last-L history.

@@ -1,6 +1,6 @@
 """The LLM environment (LE): an LLM adapted into item tokens, a state model and a reward model.
 
-It runs offline, at training time only (DESIGN.md §1, §3). Modules, in pipeline order:
+It runs offline, at training time only (docs/design.md §1.3, §1.5). Modules, in pipeline order:
 
 - :mod:`learec.env.lm`: loading any causal LM (local dir, GGUF, hub name), the offline default SmolLM2;
 - :mod:`learec.env.packed`: every prefix state and every candidate of a user in one forward pass;

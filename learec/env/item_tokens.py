@@ -1,4 +1,4 @@
-"""Item tokens by textual inversion (DESIGN.md §1.1): one learned input embedding per item.
+"""Item tokens by textual inversion (docs/design.md §1.3): one learned input embedding per item.
 
 The LM stays frozen; only the item embeddings train, so that the LM, fed ``⟨item⟩`` followed by nothing
 else, generates the item's description (``⟨item⟩ is the movie Toy Story (1995) ...``). Each embedding

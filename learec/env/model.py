@@ -4,7 +4,7 @@ A pass reads one *row*: ``[prompt tokens | item tokens x_c .. x_{b-1} | candidat
 ``P`` prompt tokens, the hidden state at ``P - 1 + h`` is the LE state after the first ``h`` items of the
 row (``h = 0``: the prompt alone, an empty history), and the hidden state at the token of ``x_j`` is the
 reward input of the logged action ``x_j`` given the items before it. A candidate with ``h`` visible items
-sits at position ``P + h`` and sees the prompt and those ``h`` items only (DESIGN.md §2).
+sits at position ``P + h`` and sees the prompt and those ``h`` items only (docs/design.md §2).
 
 - state model: ``s = state_proj(hidden)``, compared by cosine with item keys ``item_proj(item token)``;
 - reward model: ``r = reward_head(hidden)`` at the action's token.

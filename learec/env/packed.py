@@ -1,4 +1,4 @@
-"""One forward pass per user: every prefix state and every candidate action at once (DESIGN.md §2).
+"""One forward pass per user: every prefix state and every candidate action at once (docs/design.md §2).
 
 A causal LM's hidden state at position ``t`` depends only on positions ``<= t``, so one pass over a user's
 history gives all prefix states. Candidate actions (negatives, augmentation candidates) are appended after

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
-from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first, rank_device
+from learec.devices import run_device
+from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
 from learec.env.label import SHARDS, LabelCache, cache_problem, label_transitions, load_label_cache
@@ -153,7 +154,10 @@ class LERun:
 
     def __init__(self, run_dir: Path, cfg: Config | None = None, replace_config: bool = False):
         self.run_dir = Path(run_dir)
+        if cfg is not None:  # a missing device is refused before a new run dir records it
+            run_device(cfg.le.device, "le.device")
         self.cfg = main_first(lambda: resolve_config(cfg, self.run_dir, replace_config))
+        self.device = run_device(self.cfg.le.device, "le.device")  # under torchrun, 'cuda' is this rank's GPU
         if self.cfg.le.threads:
             torch.set_num_threads(self.cfg.le.threads)
         self._data: PreparedData | None = None
@@ -169,8 +173,8 @@ class LERun:
         return self._data
 
     def lm(self) -> tuple[Any, Any]:
-        if self._lm is None:  # under torchrun, device 'cuda' is this rank's GPU
-            self._lm = load_le_lm(self.cfg.le.model_copy(update={"device": rank_device(self.cfg.le.device)}))
+        if self._lm is None:
+            self._lm = load_le_lm(self.cfg.le.model_copy(update={"device": self.device}))
         return self._lm
 
     # --- stage 1: item tokens ----------------------------------------------------------------------

@@ -1,7 +1,23 @@
-"""Sequential recommender backbones (GRU4Rec, Caser, NextItNet, SASRec) and scoring models."""
+"""Sequential recommender backbones (GRU4Rec, Caser, NextItNet, SASRec) and scoring models.
 
-from learec.models.base import BACKBONES, Backbone, build_backbone
-from learec.models import caser, gru4rec, nextitnet, sasrec  # noqa: F401  (register the backbones)
-from learec.models.recommender import PopularityRecommender, SequentialRecommender
+The registry (:mod:`learec.models.registry`) is imported eagerly and the torch modules lazily, so that
+:mod:`learec.config` can validate ``model.backbone`` without loading torch.
+"""
 
-__all__ = ["BACKBONES", "Backbone", "build_backbone", "SequentialRecommender", "PopularityRecommender"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from learec.models.registry import BACKBONES, register
+
+_LAZY = {"Backbone": "learec.models.base", "build_backbone": "learec.models.base",
+         "SequentialRecommender": "learec.models.recommender", "PopularityRecommender": "learec.models.recommender"}
+
+__all__ = ["BACKBONES", "register", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``from learec.models import build_backbone`` loads torch here
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'learec.models' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Backbone interface, shared helpers and the name -> class registry.
+"""Backbone interface, shared helpers and ``build_backbone`` (names: :mod:`learec.models.registry`).
 
 Input convention (SQN's, fixed for the whole project): item ids ``0..n_items-1``, padding id ``n_items``;
 histories are LEFT-ALIGNED (real items first, in time order, padding at the end) and the state is the
@@ -7,13 +7,14 @@ network output at position ``length-1``. Causal models therefore never see the p
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
-
 import torch
 from torch import nn
 
 from learec.config import ModelConfig
 from learec.errors import UserError
+from learec.models.registry import BACKBONES, NO_NETWORK, register
+
+__all__ = ["BACKBONES", "Backbone", "build_backbone", "gather_last", "make_item_embedding", "register"]
 
 
 class Backbone(nn.Module):
@@ -53,25 +54,11 @@ def gather_last(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return outputs[rows, lengths.to(outputs.device) - 1]
 
 
-BACKBONES: dict[str, type[Backbone]] = {}
-
-_B = TypeVar("_B", bound=type[Backbone])
-
-
-def register(name: str) -> Callable[[_B], _B]:
-    def deco(cls: _B) -> _B:
-        BACKBONES[name] = cls
-        return cls
-
-    return deco
-
-
 def build_backbone(name: str, n_items: int, max_len: int, cfg: ModelConfig) -> Backbone:
-    import learec.models  # noqa: F401  (importing the package registers every backbone)
-
+    """The registered backbone ``name`` (``model.backbone``) for ``n_items`` items and histories of ``max_len``."""
     if name not in BACKBONES:
-        hint = "set model.backbone to one of: " + ", ".join(sorted(BACKBONES))
-        if name == "pop":
+        hint = "set model.backbone to one of: " + ", ".join(BACKBONES)
+        if name == NO_NETWORK:
             hint = "'pop' has no network; build learec.models.recommender.PopularityRecommender from item counts"
-        raise UserError(f"Unknown backbone {name!r}; valid choices: {', '.join(sorted(BACKBONES))}", hint)
+        raise UserError(f"Unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}", hint)
     return BACKBONES[name](n_items, max_len, cfg)

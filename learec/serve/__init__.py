@@ -1,4 +1,4 @@
-"""Serving without the LLM: the exported recommender, `learec recommend`, and the HTTP API (DESIGN §6).
+"""Serving without the LLM: the exported recommender, `learec recommend`, and the HTTP API (docs/design.md §1.5).
 
 ``Recommender`` is imported on first use so that ``import learec.serve`` (and the CLI) stay light.
 """

@@ -26,6 +26,7 @@ import torch
 from learec import distributed
 from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
+from learec.devices import run_device
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective, build_objective
@@ -98,8 +99,9 @@ def log_to_file(run_dir: Path, name: str = "train.log") -> Iterator[None]:
 
 
 def _on_rank_device(cfg: Config) -> Config:
-    """``train.device: cuda`` is this rank's GPU under torchrun."""
-    device = distributed.rank_device(cfg.train.device)
+    """``cfg`` on this process's device (learec.devices.run_device: refused if missing; under torchrun,
+    ``cuda`` is this rank's GPU)."""
+    device = run_device(cfg.train.device, "train.device")
     if device == cfg.train.device:
         return cfg
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
@@ -138,12 +140,13 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         raise UserError(f"{run_dir} already holds a run",
                         "pass --resume to continue it, or choose another --run-dir")
 
+    run_cfg = _on_rank_device(cfg)  # a missing device is refused before the run dir is written
     distributed.barrier()  # every rank has checked the run dir before rank 0 writes to it
     with log_to_file(run_dir) if distributed.is_main() else nullcontext():
         _apply_threads(cfg)
         if distributed.is_main():
             cfg.save(run_dir / "config.yaml")
-        cfg = _on_rank_device(cfg)
+        cfg = run_cfg
         seed_everything(cfg.seed)
         data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
         le_inputs = le_inputs_for(cfg, data)
@@ -198,8 +201,8 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)", "give a directory made by `learec train`")
     for item in overrides or []:
-        if not item.startswith("eval."):
-            raise UserError(f"--set {item}: only eval.* keys can change when re-evaluating a run")
+        if not item.startswith(("eval.", "train.device=")):  # e.g. a GPU-trained run evaluated on a CPU
+            raise UserError(f"--set {item}: only eval.* keys and train.device can change when re-evaluating a run")
     cfg = _on_rank_device(load_config(run_dir / "config.yaml", overrides))
     _apply_threads(cfg)
     data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
