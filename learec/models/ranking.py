@@ -29,6 +29,7 @@ from learec.utils import atomic_write_json
 
 FORMAT, FORMAT_VERSION = "learec-ranking-model", 1
 CONFIG_FILE, WEIGHTS_FILE = "ranking_model.json", "model.safetensors"
+EXPORT_AGAIN = "export the model again with `learec export RUN_DIR --out DIR`"
 HEADS = {SequentialRecommender: ("ce",), QNetwork: ("ce", "q"), PopularityRecommender: ("popularity",)}
 
 
@@ -64,7 +65,7 @@ def network_config(cfg: Config) -> dict[str, Any]:
     return {"objective": tree["objective"], "data": data, "model": tree["model"], "rl": {"rank_by": tree["rl"]["rank_by"]}}
 
 
-def le_state_dim(state: Mapping[str, torch.Tensor]) -> int:
+def le_state_dim_of(state: Mapping[str, torch.Tensor]) -> int:
     """The LE state width a ranking model's ``state_dict`` was trained with (0 without +SM), read from its
     LE projection, so a trained run loads without its LE cache."""
     for key, value in state.items():
@@ -117,7 +118,7 @@ class RankingModel(nn.Module):
         state = self.network.backbone(histories, lengths)
         return self.network.ce_logits(state, le) if self.head == "ce" else self.network.q_head(state)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         return super().load_state_dict(_current_keys(state_dict), strict=strict, assign=assign)
 
     # --- serving -----------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class RankingModel(nn.Module):
         return served
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``model.safetensors`` and ``ranking_model.json`` (format, n_items, head, network config) to ``path``."""
+        """Write ``model.safetensors`` and ``ranking_model.json`` (format, n_items, head, network config)."""
         from safetensors.torch import save_model
 
         if self.config is None or self.le_state_dim:
@@ -187,18 +188,18 @@ class RankingModel(nn.Module):
             raise UserError(f"{path / CONFIG_FILE} names head {spec.get('head')!r}, its config ranks with "
                             f"{model.head!r}", "export the model again")
         if not (path / WEIGHTS_FILE).is_file():
-            raise UserError(f"{path} lacks {WEIGHTS_FILE}", "export the model again with `learec export RUN_DIR --out DIR`")
+            raise UserError(f"{path} lacks {WEIGHTS_FILE}", EXPORT_AGAIN)
         try:
             load_model(model, str(path / WEIGHTS_FILE), strict=True, device="cpu")
         except (SafetensorError, RuntimeError, OSError) as err:
             raise UserError(f"{path / WEIGHTS_FILE} does not fit the network of {path / CONFIG_FILE}: {err}",
-                            "export the model again with `learec export RUN_DIR --out DIR`") from None
+                            EXPORT_AGAIN) from None
         return model.eval()
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"{path.parent} lacks {path.name}", "export the model again with `learec export RUN_DIR --out DIR`")
+        raise UserError(f"{path.parent} lacks {path.name}", EXPORT_AGAIN)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

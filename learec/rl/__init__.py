@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from learec.config import Config
-from learec.models.ranking import RankingModel, ranking_network
+from learec.models.ranking import RankingModel, ranking_head, ranking_network
 from learec.rl.base import Batch, Objective
 from learec.rl.double_q import DoubleQObjective
 from learec.rl.le_inputs import LERewards, augmented_rewards
@@ -50,7 +50,7 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
 
     common = dict(make_network=make_network,
                   n_items=n_items, rewards=rewards, lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives,
-                  rank_by=rl.rank_by, weight_decay=cfg.train.weight_decay,
+                  rank_by=ranking_head(cfg), weight_decay=cfg.train.weight_decay,
                   augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
                   augment_rewards=lambda batch: augmented_rewards(base, batch, lea.reward_scale),
                   align_weight=lea.align_weight, augment_weighting=lea.augment_weighting)

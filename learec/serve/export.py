@@ -22,7 +22,7 @@ import yaml
 from learec.config import Config, load_config
 from learec.data.prepared import prepare
 from learec.errors import UserError
-from learec.models.ranking import RankingModel, le_state_dim
+from learec.models.ranking import RankingModel, le_state_dim_of
 from learec.serve.catalog import ItemCatalog
 from learec.serve.recommender import MANIFEST, Recommender
 
@@ -63,7 +63,7 @@ def load_trained_model(cfg: Config, run_dir: Path, n_items: int, item_counts: to
         raise UserError(f"{path} does not exist",
                         "train the run first (`learec train`), or use the other checkpoint (best/last)")
     weights = checkpoint_weights(path)
-    model = RankingModel.from_config(cfg, n_items, item_counts, le_state_dim=le_state_dim(weights))
+    model = RankingModel.from_config(cfg, n_items, item_counts, le_state_dim=le_state_dim_of(weights))
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
