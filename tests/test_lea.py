@@ -15,7 +15,7 @@ from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.env.label import seal_cache, write_label_cache
 from learec.errors import UserError
-from learec.rl.networks import HeadScorer
+from learec.models.ranking import RankingModel
 from learec.serve.export import export_run
 from learec.train.run import evaluate_run, le_inputs_for, objective_for, train_run
 
@@ -86,7 +86,7 @@ def test_sm_model_serves_without_the_le(data, tmp_path: Path) -> None:
     scorer = objective.scorer().eval()
     scorer.load_state_dict(torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True))
     net = scorer.network
-    assert isinstance(scorer, HeadScorer) and scorer.head == "ce" and net.le_proj is not None
+    assert isinstance(scorer, RankingModel) and scorer.head == "ce" and net.le_proj is not None
     rows = np.flatnonzero(np.array(data.test.history[:, 0]) < data.n_items)[:7]  # non-empty histories
     hist = torch.as_tensor(np.array(data.test.history[rows]), dtype=torch.long)
     length = torch.as_tensor(np.array(data.test.length[rows]), dtype=torch.long)

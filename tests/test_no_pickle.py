@@ -122,12 +122,12 @@ def test_a_planted_checkpoint_is_refused_without_running_it(run: Path, tmp_path:
 
 
 def test_recommender_from_run_refuses_a_planted_best_pt(run: Path, tmp_path: Path) -> None:
-    from learec.serve.recommender import Recommender
+    from learec.serve import load_run
 
     marker = tmp_path / "MARKER"
     _plant(run / "checkpoints" / "best.pt", marker)
     with pytest.raises(UserError, match="best.pt holds objects other than tensors"):
-        Recommender.from_run(run)
+        load_run(run)
     assert not marker.exists()
 
 

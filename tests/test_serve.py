@@ -24,10 +24,10 @@ from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
+from learec.models.ranking import RankingModel
 from learec.serve.api import MicroBatcher, ServeSettings, background_server, create_app
 from learec.serve.catalog import ItemCatalog, UnknownItemsError
 from learec.serve.export import export_run
-from learec.serve.model import build_scorer
 from learec.serve.recommender import Query, Recommender
 from learec.train.run import objective_for, train_run
 
@@ -107,7 +107,7 @@ def test_export_load_gives_the_trained_models_scores(name, trained, data_dir):
     run = trained(name)
     out = data_dir / "exports" / name
     export_run(run, out)
-    assert {p.name for p in out.iterdir()} == {"learec_model.json", "config.yaml", "train_config.yaml",
+    assert {p.name for p in out.iterdir()} == {"learec_model.json", "ranking_model.json", "train_config.yaml",
                                                "model.safetensors", "items.json"}
     loaded = learec.Recommender.from_pretrained(out)
 
@@ -125,7 +125,7 @@ def test_export_load_gives_the_trained_models_scores(name, trained, data_dir):
     torch.testing.assert_close(loaded.scores(histories), expected, atol=1e-6, rtol=0)
 
     # The exported network reproduces the run's test metrics, so it is the best checkpoint.
-    metrics, _ = evaluate(loaded.network, test, data.event_types, cfg.eval.ks, 512)
+    metrics, _ = evaluate(loaded.model, test, data.event_types, cfg.eval.ks, 512)
     saved = json.loads((run / "metrics.json").read_text())["test"]
     assert metrics == pytest.approx(saved, abs=1e-9)
 
@@ -138,23 +138,19 @@ def test_export_load_gives_the_trained_models_scores(name, trained, data_dir):
 def test_export_leaves_training_only_weights_and_refuses_what_it_cannot_reproduce():
     from torch import nn
 
-    from learec.rl.networks import HeadScorer, QNetwork
-    from learec.serve.export import _copy_ranking_weights
-
     cfg = load_config(None, ["objective=sqn", "model.backbone=gru4rec", "model.hidden=8", "data.history=4"])
-    trained = build_scorer(cfg, 12)
+    trained = RankingModel.from_config(cfg, 12)
     trained.network.le_proj = nn.Linear(3, 8)  # a critic-only part, as the LE-augmented objectives add
-    served = build_scorer(cfg, 12)
-    _copy_ranking_weights(trained, served)
+    served = trained.for_serving()
     assert "network.le_proj.weight" not in served.state_dict()
     assert torch.equal(served.network.ce_head.weight, trained.network.ce_head.weight)
 
-    class Shifted(HeadScorer):  # ranks with something beyond backbone + head
+    class Shifted(RankingModel):  # ranks with something beyond backbone + head
         def forward(self, histories, lengths):
             return super().forward(histories, lengths) + histories[:, :1].float()
 
     with pytest.raises(UserError, match="does not reproduce the run's scores"):
-        _copy_ranking_weights(Shifted(QNetwork(trained.network.backbone, 12)), build_scorer(cfg, 12))
+        Shifted(trained.network, "ce", cfg).for_serving()
 
 
 def test_save_pretrained_round_trips(rec, tmp_path):
@@ -170,7 +166,7 @@ def test_save_pretrained_round_trips(rec, tmp_path):
 def test_string_ids_round_trip_as_strings(tmp_path):
     cfg = load_config(None, ["model.backbone=gru4rec", "model.hidden=8", "data.history=3"])
     catalog = ItemCatalog(["sku-a", "sku-b", "7", "007"], ["A", "B", "seven", "double-o seven"], [3, 1, 2, 0])
-    Recommender(cfg, build_scorer(cfg, 4), catalog).save_pretrained(tmp_path / "m")
+    Recommender(RankingModel.from_config(cfg, 4), catalog).save_pretrained(tmp_path / "m")
     rec = Recommender.from_pretrained(tmp_path / "m")
     assert rec.catalog.id_type == "str"
     answer = rec.recommend(["sku-a", 7], k=4)

@@ -12,9 +12,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from learec.config import load_config
+from learec.models.ranking import RankingModel
 from learec.serve.api import ServeSettings, background_server, create_app
 from learec.serve.catalog import ItemCatalog
-from learec.serve.model import build_scorer
 from learec.serve.recommender import Recommender
 
 # A string catalogue with numeric-looking, empty, blank and non-ASCII ids: the awkward cases.
@@ -27,7 +27,7 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
 def rec() -> Recommender:
     cfg = load_config(None, ["model.backbone=sasrec", "model.hidden=8", "data.history=4"])
     catalog = ItemCatalog(IDS, [f"item {i}" for i in IDS], [float(i % 7) for i in range(len(IDS))])
-    return Recommender(cfg, build_scorer(cfg, len(IDS)), catalog)
+    return Recommender(RankingModel.from_config(cfg, len(IDS)), catalog)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Sequential recommender backbones (GRU4Rec, Caser, NextItNet, SASRec) and scoring models.
+"""Sequential recommender backbones (GRU4Rec, Caser, NextItNet, SASRec), the networks over them, and the
+``RankingModel`` that ranks items for every run.
 
 The registry (:mod:`learec.models.registry`) is imported eagerly and the torch modules lazily, so that
 :mod:`learec.config` can validate ``model.backbone`` without loading torch.
@@ -12,7 +13,8 @@ from typing import Any
 from learec.models.registry import BACKBONES, register
 
 _LAZY = {"Backbone": "learec.models.base", "build_backbone": "learec.models.base",
-         "SequentialRecommender": "learec.models.recommender", "PopularityRecommender": "learec.models.recommender"}
+         "SequentialRecommender": "learec.models.recommender", "PopularityRecommender": "learec.models.recommender",
+         "QNetwork": "learec.models.qnetwork", "RankingModel": "learec.models.ranking"}
 
 __all__ = ["BACKBONES", "register", *_LAZY]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from learec.config import Config
-from learec.models import PopularityRecommender, SequentialRecommender, build_backbone
+from learec.models.ranking import RankingModel, ranking_head, ranking_network
 from learec.rl.base import Batch, Objective
 from learec.rl.double_q import DoubleQObjective
 from learec.rl.le_inputs import LERewards, augmented_rewards
@@ -35,27 +35,22 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
     device = cfg.train.device
     if cfg.model.backbone == "pop":
         # Popularity has nothing to learn; wrapping it keeps the trainer's path uniform.
-        return CrossEntropyObjective(PopularityRecommender(item_counts).to(device), lr=cfg.train.lr)
-
-    def make_backbone():
-        return build_backbone(cfg.model.backbone, n_items, cfg.data.history, cfg.model)
+        return CrossEntropyObjective(RankingModel.from_config(cfg, n_items, item_counts).to(device), lr=cfg.train.lr)
 
     if cfg.objective == "ce":
-        model = SequentialRecommender(make_backbone(), n_items, cfg.model.tie_head).to(device)
+        model = RankingModel.from_config(cfg, n_items).to(device)
         return CrossEntropyObjective(model, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
     rl, lea = cfg.rl, cfg.lea
     base = rewards or EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
     rewards = LERewards(base, lea.reward_scale) if lea.reward else base
-    le_dim = le_state_dim if lea.state else 0
-    align_dim = le_dim if lea.align_weight else 0
 
     def make_network() -> QNetwork:
-        return QNetwork(make_backbone(), n_items, le_dim, align_dim, lea.state_to_actor).to(device)
+        return ranking_network(cfg, n_items, le_state_dim=le_state_dim).to(device)
 
     common = dict(make_network=make_network,
                   n_items=n_items, rewards=rewards, lr=cfg.train.lr, gamma=rl.gamma, negatives=rl.negatives,
-                  rank_by=rl.rank_by, weight_decay=cfg.train.weight_decay,
+                  rank_by=ranking_head(cfg), weight_decay=cfg.train.weight_decay,
                   augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
                   augment_rewards=lambda batch: augmented_rewards(base, batch, lea.reward_scale),
                   align_weight=lea.align_weight, augment_weighting=lea.augment_weighting)

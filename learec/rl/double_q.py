@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learec.models.ranking import RankingModel
 from learec.rl.base import Batch, Objective
-from learec.rl.networks import HeadScorer, QNetwork
+from learec.rl.networks import QNetwork
 from learec.rl.rewards import RewardSource
 
 
@@ -64,7 +65,7 @@ class DoubleQObjective(Objective):
         self.optimizers = [torch.optim.Adam(n.parameters(), lr=lr, weight_decay=weight_decay) for n in self.networks]
         self.second_optimizers = [torch.optim.Adam(n.parameters(), lr=second_lr or lr, weight_decay=weight_decay)
                                   for n in self.networks]
-        self._scorer = HeadScorer(self.networks[0], rank_by)
+        self._scorer = RankingModel(self.networks[0], rank_by)
         self.steps = 0
         # LEA (used only when the batch carries LE inputs, see learec.rl.le_inputs)
         self.augment_weight = augment_weight

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Recommender", "export_run"]
+__all__ = ["Recommender", "export_run", "load_run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,8 +15,8 @@ def __getattr__(name: str) -> Any:
         from learec.serve.recommender import Recommender
 
         return Recommender
-    if name == "export_run":
-        from learec.serve.export import export_run
+    if name in ("export_run", "load_run"):
+        from learec.serve import export
 
-        return export_run
+        return getattr(export, name)
     raise AttributeError(f"module 'learec.serve' has no attribute {name!r}")

@@ -1,11 +1,11 @@
-"""``Recommender``: a trained ranking network with its item catalogue, saved as a self-contained directory.
+"""``Recommender``: a trained ranking model with its item catalogue, saved as a self-contained directory.
 
 A model directory (``save_pretrained`` / ``from_pretrained``)::
 
     learec_model.json   manifest: format version, backbone, objective, sizes, id type, source run
-    config.yaml         the config keys that define the network (objective, data.history, model, rl.rank_by)
+    ranking_model.json  the ranking model's config: format, n_items, head, the config keys that define it
+    model.safetensors   the ranking model's weights (``learec.models.ranking.RankingModel``)
     train_config.yaml   the run's whole resolved config, for the record (never parsed)
-    model.safetensors   the ranking network's weights
     items.json          original item ids (index = model item), item text, training popularity
 
 Requests use the dataset's original item ids. A history longer than the model's history length L
@@ -24,18 +24,17 @@ from typing import Any, Literal, Sequence
 
 import torch
 import yaml
-from torch import nn
 
-from learec.config import Config, build_config
+import learec
 from learec.errors import UserError
+from learec.models.ranking import RankingModel
 from learec.serve.catalog import ItemCatalog, ItemId, UnknownItemsError, short_repr
-from learec.serve.model import build_scorer
 from learec.utils import atomic_write_json, atomic_write_text
 
 FORMAT = "learec-recommender"
-FORMAT_VERSION = 1
-MANIFEST, CONFIG, WEIGHTS, ITEMS = "learec_model.json", "config.yaml", "model.safetensors", "items.json"
-TRAIN_CONFIG = "train_config.yaml"
+# 2: the ranking model's own files (ranking_model.json, weights under network.*) replaced config.yaml
+FORMAT_VERSION = 2
+MANIFEST, ITEMS, TRAIN_CONFIG = "learec_model.json", "items.json", "train_config.yaml"
 
 UnknownPolicy = Literal["error", "drop"]
 
@@ -92,78 +91,57 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 class Recommender:
     """Ranks the catalogue for histories of original item ids; no training data, LE or LLM needed."""
 
-    def __init__(self, config: Config, network: nn.Module, catalog: ItemCatalog,
-                 info: dict[str, Any] | None = None) -> None:
-        self.config = config
-        self.network = network.eval()
+    def __init__(self, model: RankingModel, catalog: ItemCatalog, info: dict[str, Any] | None = None) -> None:
+        if model.config is None:
+            raise ValueError("a Recommender serves a ranking model made by from_config or from_pretrained")
+        if model.n_items != len(catalog):
+            raise ValueError(f"the model ranks {model.n_items} items, the catalogue lists {len(catalog)}")
+        self.model = model.eval()
+        self.config = model.config
         self.catalog = catalog
         self.info = info or {}
         self.n_items = len(catalog)
-        self.history_length = config.data.history
+        self.history_length = self.config.data.history
         self.pad_id = self.n_items
         self._popularity = torch.as_tensor(catalog.popularity, dtype=torch.float32)
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best") -> "Recommender":
-        """The model of a training run directory (needs its prepared data for the id map)."""
-        from learec.serve.export import load_run
-
-        return load_run(Path(run_dir), checkpoint)
-
-    @classmethod
     def from_pretrained(cls, path: str | Path) -> "Recommender":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_model
-
         path = Path(path)
         manifest = _read_manifest(path)
-        for name in (CONFIG, WEIGHTS, ITEMS):
-            if not (path / name).is_file():
-                raise UserError(f"{path} lacks {name}", "export the model again with `learec export RUN_DIR --out DIR`")
-        cfg = _read_config(path / CONFIG)
+        if not (path / ITEMS).is_file():
+            raise UserError(f"{path} lacks {ITEMS}", "export the model again with `learec export RUN_DIR --out DIR`")
+        model = RankingModel.from_pretrained(path)
         try:
             catalog = ItemCatalog.from_json(json.loads((path / ITEMS).read_text(encoding="utf-8")))
         except json.JSONDecodeError as err:
             raise UserError(f"{path / ITEMS} is not valid JSON: {err}", "export the model again") from None
-        if len(catalog) != manifest["n_items"]:
-            raise UserError(f"{path / ITEMS} lists {len(catalog)} items, the manifest {manifest['n_items']}",
-                            "export the model again")
-        network = build_scorer(cfg, len(catalog))
-        try:
-            load_model(network, str(path / WEIGHTS), strict=True, device="cpu")
-        except (SafetensorError, RuntimeError, OSError) as err:
-            raise UserError(f"{path / WEIGHTS} does not fit the network of {path / CONFIG}: {err}",
-                            "export the model again with `learec export RUN_DIR --out DIR`") from None
+        if not len(catalog) == manifest["n_items"] == model.n_items:
+            raise UserError(f"{path / ITEMS} lists {len(catalog)} items, the manifest {manifest['n_items']}, the "
+                            f"model ranks {model.n_items}", "export the model again")
         train_config = path / TRAIN_CONFIG
         record = yaml.safe_load(train_config.read_text()) if train_config.is_file() else None
-        return cls(cfg, network, catalog, {**manifest, "train_config": record})
+        return cls(model, catalog, {**manifest, "train_config": record})
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the model directory; the manifest goes last, so a directory with one is complete."""
-        from safetensors.torch import save_model
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten below
-        atomic_write_text(path / CONFIG, yaml.safe_dump(network_config(self.config), sort_keys=False))
+        self.model.save_pretrained(path)
         if self.info.get("train_config"):
             atomic_write_text(path / TRAIN_CONFIG, yaml.safe_dump(self.info["train_config"], sort_keys=False))
-        tmp = path / f".{WEIGHTS}.tmp"
-        save_model(self.network, str(tmp))  # handles weights shared by a tied head
-        tmp.replace(path / WEIGHTS)
         atomic_write_text(path / ITEMS, json.dumps(self.catalog.to_json(), ensure_ascii=False))
         atomic_write_json(path / MANIFEST, self.manifest())
         return path
 
     def manifest(self) -> dict[str, Any]:
-        import learec
-
         cfg = self.config
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "learec_version": learec.__version__,
             "backbone": cfg.model.backbone, "objective": cfg.objective,
-            "rank_by": "popularity" if cfg.model.backbone == "pop" else ("ce" if cfg.objective == "ce" else cfg.rl.rank_by),
+            "rank_by": self.model.head,
             "n_items": self.n_items, "history_length": self.history_length, "id_type": self.catalog.id_type,
             "dataset": cfg.data.dataset, "protocol": cfg.data.protocol,
             "source": self.info.get("source", {}), "created": self.info.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -188,7 +166,7 @@ class Recommender:
         if not histories:
             return torch.empty(0, self.n_items)
         windows, lengths = self._windows(histories)
-        return self.network(windows, lengths).float()
+        return self.model(windows, lengths).float()
 
     def scores(self, histories: Sequence[Sequence[ItemId]]) -> torch.Tensor:
         """Model scores ``[B, n_items]`` for histories of original ids (unknown ids raise; none may be empty)."""
@@ -255,24 +233,6 @@ class Recommender:
                                         "dataset", "protocol")}
 
 
-def network_config(cfg: Config) -> dict[str, Any]:
-    """The config keys that define the ranking network; the rest (training, LE, labelling) stays out, so a
-    later change to those sections of the schema cannot make an exported model unreadable."""
-    tree = cfg.to_dict()
-    data = {key: tree["data"][key] for key in ("dataset", "protocol", "history")}
-    return {"objective": tree["objective"], "data": data, "model": tree["model"], "rl": {"rank_by": tree["rl"]["rank_by"]}}
-
-
-def _read_config(path: Path) -> Config:
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {err}", "export the model again") from None
-    if not isinstance(tree, dict):
-        raise UserError(f"{path} must hold a mapping of config keys", "export the model again")
-    return build_config(tree, source=str(path))
-
-
 def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"Model directory {path} does not exist", "export a run first: learec export RUN_DIR --out DIR")
@@ -289,7 +249,12 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise UserError(f"{manifest_path} is not valid JSON: {err}", "export the model again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{manifest_path} is not a learec model manifest", "export the model again")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has model format version {manifest.get('format_version')}; this learec reads "
-                        f"version {FORMAT_VERSION}", "export the run again with this version of learec")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        why = " (written by an older learec, before the ranking model had its own files)" if version == 1 else ""
+        raise UserError(f"{path} has model format version {version}{why}; this learec reads version "
+                        f"{FORMAT_VERSION}", "export the run again with this version of learec: "
+                        "learec export RUN_DIR --out DIR --force")
+    if isinstance(manifest.get("n_items"), bool) or not isinstance(manifest.get("n_items"), int):
+        raise UserError(f"{manifest_path}: n_items must be an integer", "export the model again")
     return manifest

@@ -30,8 +30,9 @@ from learec.devices import run_device
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.rl import Objective, build_objective
+from learec.train.checkpoints import load_trained_model
 from learec.train.trainer import Trainer
-from learec.utils import atomic_write_json, error_summary, load_torch_file, seed_everything
+from learec.utils import atomic_write_json, seed_everything
 
 log = logging.getLogger("learec")
 
@@ -46,16 +47,6 @@ def objective_for(cfg: Config, data: PreparedData, le_state_dim: int = 0) -> Obj
     ``lea.state``, for LE states of width ``le_state_dim``."""
     counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
     return build_objective(cfg, data.n_items, counts, data.event_types, le_state_dim=le_state_dim)
-
-
-def le_state_dim_of(state: dict[str, Any]) -> int:
-    """The LE state width a checkpoint was trained with (0 without +SM): read from its ``le_proj`` weight,
-    so a trained run loads, evaluates and exports without its LE cache."""
-    tensors = state.get("objective", {}).get("networks", state) if isinstance(state, dict) else {}
-    for key, value in tensors.items():
-        if key.endswith("le_proj.weight"):
-            return int(value.shape[1])
-    return 0
 
 
 def check_le_cache(run_dir: Path, le_inputs: Any, pin: bool = False) -> None:
@@ -170,30 +161,6 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         return metrics
 
 
-def load_trained_objective(cfg: Config, data: PreparedData, run_dir: Path, checkpoint: str = "best") -> Objective:
-    """The run's objective with the weights of ``checkpoints/{checkpoint}.pt`` (best: the ranking network
-    only; last: everything). An LEA (+SM) critic's LE projection is sized from the checkpoint, so no LE
-    cache is needed."""
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    other = "last" if checkpoint == "best" else "best"
-    hint = (f"use --checkpoint {other} if that one loads, or retrain the run: "
-            f"`learec train --config {run_dir / 'config.yaml'} --run-dir NEW_DIR`")
-    state = load_torch_file(path, hint) if path.is_file() else None
-    objective = objective_for(cfg, data, le_state_dim_of(state) if state is not None else 0)
-    if objective.trainable:
-        if state is None:
-            raise UserError(f"{path} does not exist",
-                            "train the run first (`learec train`), or use the other checkpoint (best/last)")
-        try:  # a file that loads safely may still not hold this run's networks
-            if checkpoint == "last":
-                objective.load_state_dict(state["objective"])
-            else:
-                objective.scorer().load_state_dict(state)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise UserError(f"{path} does not fit this run's networks ({error_summary(err)})", hint) from None
-    return objective
-
-
 def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None = None,
                  checkpoint: str = "best") -> dict[str, float]:
     """Re-evaluate a finished (or interrupted) run's checkpoint; ``overrides`` may change ``eval.*`` keys."""
@@ -206,14 +173,15 @@ def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None
     cfg = _on_rank_device(load_config(run_dir / "config.yaml", overrides))
     _apply_threads(cfg)
     data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
-    objective = load_trained_objective(cfg, data, run_dir, checkpoint)
+    counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
+    model = load_trained_model(cfg, run_dir, data.n_items, counts, checkpoint).to(cfg.train.device).eval()
     # a CE head that reads LE states (lea.state_to_actor) is evaluated with those of the evaluation events
     features = None
     if cfg.lea.state_to_actor:
         le_inputs = le_inputs_for(cfg, data)
         check_le_cache(run_dir, le_inputs)
         features = le_inputs.eval_features(split)
-    metrics, _ = evaluate(objective.scorer(), getattr(data, split), data.event_types, cfg.eval.ks,
+    metrics, _ = evaluate(model, getattr(data, split), data.event_types, cfg.eval.ks,
                           cfg.eval.batch_size, cfg.eval.exclude_seen, cfg.train.device, progress=cfg.train.progress,
                           desc=f"eval {split}", features=features)
     return metrics
