@@ -155,12 +155,12 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    from learec.config import LE_RUNTIME_SETTINGS
+    from learec.config import RESULT_NEUTRAL_SETTINGS
     from learec.pipeline import run_pipeline
 
-    changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in LE_RUNTIME_SETTINGS]
+    changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in RESULT_NEUTRAL_SETTINGS]
     if changes_results and not args.out:
-        runtime = ", ".join(sorted(LE_RUNTIME_SETTINGS))
+        runtime = ", ".join(sorted(k for k in RESULT_NEUTRAL_SETTINGS if k.startswith("le.")))
         raise UserError(f"--le-set {changes_results[0]} needs --out DIR", "give each LE setting its own output "
                         f"directory, so runs of another setting are not replaced (only {runtime} can be set "
                         "without one)")
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change evaluation settings, e.g. --set eval.exclude_seen=true")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", help="run a grid of configs (e.g. backbones x seeds) and tabulate the results",
-                       description="Run every cell of a grid file (see learec/grid.py for the format), skipping "
+                       description="Run every cell of a grid file (format: learec/grid/__init__.py), skipping "
                        "finished runs and resuming interrupted ones; writes results.csv and results.md.")
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")

@@ -214,8 +214,9 @@ class LEReportConfig(_Strict):
     val_users: int = Field(200, ge=1, description="validation users in the quality report")
 
 
-# LE settings that enter no stage key of an LE run: they change how it goes, not what it makes
-LE_RUNTIME_SETTINGS = frozenset({"le.threads", "le.progress", "le.device"})
+# The one list of settings that change how a run goes, not what it makes: they enter no LE stage key, a
+# finished grid cell does not go stale when they change, and a report never compares runs by them.
+RESULT_NEUTRAL_SETTINGS = frozenset({"train.threads", "train.progress", "le.threads", "le.progress", "le.device"})
 
 
 class LEConfig(_Strict):

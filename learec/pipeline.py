@@ -19,22 +19,52 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from learec.config import Config, load_config, read_yaml
+from pydantic import Field, field_validator
+
+from learec.config import Config, load_config
 from learec.errors import UserError
-from learec.grid import check_reuse_dirs, load_grid, plan_grid, print_plan, run_grid, select_cells
+from learec.grid import (Cell, Grid, GridSpec, check_reuse_dirs, expand_grid, plan_grid, print_plan, read_spec,
+                         run_grid, select_cells)
 
 log = logging.getLogger("learec")
 
-PIPELINE_KEYS = ("le", "le_set", "le_run", "report")
+
+class PipelineSpec(GridSpec):
+    """A pipeline file: a grid file plus the LE its LE variants read."""
+
+    le: str = Field(description="the LE config file (data + le sections), relative to the pipeline file")
+    le_set: list[str] = Field(default_factory=list, description="overrides of the LE config")
+    le_run: str | None = Field(None, description="the LE run directory (default <out>/le)")
+    report: str | None = Field(None, description="where the report goes (default <out>/report)")
+
+    @field_validator("le_set", mode="before")
+    @classmethod
+    def _no_le_set_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
 
 
-def _paths(spec: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    le_run = Path(spec.get("le_run") or out / "le").resolve()  # runs read it from their own processes
-    report = Path(spec.get("report") or out / "report")
-    return le_run, report
+PIPELINE_KEYS = tuple(k for k in PipelineSpec.model_fields if k not in GridSpec.model_fields)
+
+
+def _paths(spec: PipelineSpec, out: Path, out_given: bool) -> tuple[Path, Path]:
+    """The LE run and report directories; the file's own ``le_run``/``report`` belong to its own ``out``."""
+    le_run = Path((None if out_given else spec.le_run) or out / "le").resolve()  # runs read it from their processes
+    return le_run, Path((None if out_given else spec.report) or out / "report")
+
+
+def with_le_cache(grid: Grid, le_run_dir: Path, cache_key: str) -> Grid:
+    """The grid with every LE variant reading the labels of ``le_run_dir`` under ``cache_key`` (so a relabelled
+    cache makes its runs stale); cells without LE inputs name no cache, so they do not depend on it."""
+    cells = []
+    for cell in grid.cells:
+        lea = (cell.cfg.lea.model_copy(update={"cache": str(le_run_dir), "cache_key": cache_key})
+               if cell.cfg.lea.enabled else cell.cfg.lea.model_copy(update={"cache": None, "cache_key": None}))
+        cells.append(Cell(cell.name, cell.values, cell.cfg.model_copy(update={"lea": lea})))
+    return replace(grid, cells=cells)
 
 
 def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None, le_set: list[str] | None = None,
@@ -48,24 +78,22 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     from learec.report import build_report
 
     path = Path(path)
-    spec = read_yaml(path)
-    if "le" not in spec:
-        raise UserError(f"Pipeline file {path} needs 'le': the LE config file (data + le sections)")
-    le_cfg = load_config(path.parent / spec["le"], [*(spec.get("le_set") or []), *(le_set or [])])
-    probe = load_grid(path, extra_set=["lea.cache=."], extra_keys=PIPELINE_KEYS, out=out)
-    if out is not None:  # the file's le_run/report belong to its own out
-        spec = {k: v for k, v in spec.items() if k not in ("le_run", "report")}
-    le_run_dir, report_dir = _paths(spec, probe.out)
-    selected = [cfg for _, _, cfg in select_cells(probe, only or [])]  # a bad --only fails now, not after the LE
+    spec = read_spec(path, PipelineSpec, kind="pipeline file")
+    le_cfg = load_config(path.parent / spec.le, [*spec.le_set, *(le_set or [])])
+    # The grid is read once; its LE variants need some lea.cache to validate, and get the real one and
+    # its key from with_le_cache once the labels are known.
+    grid = expand_grid(spec, path, extra_set=["lea.cache=."], out=out)
+    le_run_dir, report_dir = _paths(spec, grid.out, out is not None)
+    selected = [c.cfg for c in select_cells(grid, only or [])]  # a bad --only fails now, not after the LE
     check_reuse_dirs(reuse or [])  # likewise a missing --reuse directory
-    mismatched = [name for name, _, cfg in probe.cells if cfg.data != le_cfg.data]
+    mismatched = [c.name for c in grid.cells if c.cfg.data != le_cfg.data]
     if mismatched:
         raise UserError(f"The grid's data section differs from the LE config's in {len(mismatched)} cell(s) "
                         f"(e.g. {mismatched[0]}): the labels would not line up with the transitions",
                         "give the LE config and the grid the same data settings")
 
     if dry_run:
-        print_dry_run(path, le_cfg, le_run_dir, out, only, reuse, workers, threads)
+        print_dry_run(grid, le_cfg, le_run_dir, only, reuse, workers, threads)
         return report_dir
 
     print(f"[1/4] LE: item tokens and LE training -> {le_run_dir}")
@@ -79,9 +107,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     if not _report_is_current(le_run_dir / "le_report.json", report_key(cache.key, le.cfg)):
         le.report()  # stamped with its report_key
 
-    print(f"[3/4] RL grid -> {probe.out}")
-    grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache.key}"],
-                     extra_keys=PIPELINE_KEYS, out=out)
+    print(f"[3/4] RL grid -> {grid.out}")
+    grid = with_le_cache(grid, le_run_dir, cache.key)
     run_grid(path, workers=workers, threads=threads, grid=grid, redo_stale=True, only=only, reuse=reuse)
 
     print(f"[4/4] report -> {report_dir}")
@@ -90,7 +117,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     return report_dir
 
 
-def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path | None, only: list[str] | None,
+def print_dry_run(grid: Grid, le_cfg: Config, le_run_dir: Path, only: list[str] | None,
                   reuse: list[Path] | None, workers: int, threads: int | None) -> None:
     """The LE stages' status from their keys, then the grid's plan (:func:`learec.grid.plan_grid`). Until the
     labels are complete, the cells that read them wait: their config names the labels' key."""
@@ -103,13 +130,10 @@ def print_dry_run(path: Path, le_cfg: Config, le_run_dir: Path, out: str | Path 
     print(f"LE run {le_run_dir}:")
     for stage, what in status.items():
         print(f"  {stage:<12} {what}")
-    grid = load_grid(path, extra_set=[f"lea.cache={le_run_dir}", f"lea.cache_key={cache_key or 'pending'}"],
-                     extra_keys=PIPELINE_KEYS, out=out)
+    grid = with_le_cache(grid, le_run_dir, cache_key or "pending")
     plans = plan_grid(grid, only, reuse, threads, workers)
-    if cache_key is None:
-        for plan in plans:
-            if plan.cfg.lea.enabled:  # planned against a placeholder key, so a folder of theirs would look stale
-                plan.status, plan.detail = "waits", "for the LE labels"
+    if cache_key is None:  # planned against a placeholder key, so a folder of theirs would look stale
+        plans = [replace(p, status="waits", detail="for the LE labels") if p.cfg.lea.enabled else p for p in plans]
     print(f"RL grid {grid.out}:")
     print_plan(plans, grid.out, redo_stale=True)
 

@@ -17,7 +17,6 @@ seeds, paired tests against the baseline and against each variant's ``compare`` 
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from markdown_it import MarkdownIt
 
-from learec.config import LE_RUNTIME_SETTINGS
+from learec.config import RESULT_NEUTRAL_SETTINGS, Config, load_config
 from learec.errors import UserError
-from learec.grid import axis_value_label, results_tables
+from learec.evaluate.tables import axis_value_label, format_mean_std, group_label, mean_std, results_tables
 
 
 def _plt():
@@ -72,23 +71,30 @@ def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
     return flat
 
 
+def _load_run_config(path: Path) -> Config | None:
+    """A run's config through the config loader; None (with a note) for one that no longer loads, e.g. of an
+    older schema: the report then leaves that run's LE out rather than failing."""
+    try:
+        return load_config(path)
+    except UserError as err:
+        print(f"report: skipping {path} (it does not load: {str(err).splitlines()[0]})")
+        return None
+
+
 def _le_run(grid_dir: Path) -> Path | None:
     """The LE run directory whose cache the grid's LE runs read (None without one)."""
     for run_config in sorted(grid_dir.glob("*/config.yaml")):
-        cache = ((yaml.safe_load(run_config.read_text()) or {}).get("lea") or {}).get("cache")
+        cfg = _load_run_config(run_config)
+        cache = cfg.lea.cache if cfg is not None else None
         if cache and (Path(cache) / "config.yaml").is_file():
             return Path(cache)
     return None
 
 
-def _le_settings(le_run: Path) -> dict[str, Any]:
-    """The ``le.*`` settings of an LE run, flattened."""
-    return _flatten((yaml.safe_load((le_run / "config.yaml").read_text()) or {}).get("le") or {}, "le.")
-
-
-# LE settings that are never a sensitivity axis: they change how fast, not what (batching and shard size
-# enter the labels' key, but not their meaning)
-LE_RUNTIME_KEYS = LE_RUNTIME_SETTINGS | {"le.label.batch_rows", "le.label.users_per_shard", "le.report.val_users"}
+def _le_settings(le_run: Path) -> dict[str, Any] | None:
+    """The ``le.*`` settings of an LE run, flattened (None if its config does not load)."""
+    cfg = _load_run_config(le_run / "config.yaml")
+    return None if cfg is None else _flatten(cfg.le.model_dump(mode="json"), "le.")
 
 
 @dataclass
@@ -102,9 +108,10 @@ class LEPoints:
 
 
 def _le_points(grids: list[dict[str, Any]]) -> LEPoints:
-    with_le = [(g, run) for g in grids if (run := _le_run(g["dir"])) is not None]
-    settings = [_le_settings(run) for _, run in with_le]
-    keys = sorted({k for s in settings for k in s} - LE_RUNTIME_KEYS)
+    found = [(g, run, _le_settings(run)) for g in grids if (run := _le_run(g["dir"])) is not None]
+    with_le = [(g, run) for g, run, setting in found if setting is not None]
+    settings = [setting for _, _, setting in found if setting is not None]
+    keys = sorted({k for s in settings for k in s} - RESULT_NEUTRAL_SETTINGS)
     differing = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
     return LEPoints([g for g, _ in with_le], [run for _, run in with_le], settings, differing)
 
@@ -148,8 +155,7 @@ def _le_points_table(points: LEPoints, metric: str = "ndcg@10") -> list[str]:
             runs = groups.get(name, [])
             test = [r["test"][metric] for r in runs]
             val = [r["val"][metric] for r in runs if r["val"] and metric in r["val"]]
-            cell = "" if not test else (f"{np.mean(test):.4f} ± {np.std(test, ddof=1):.4f}" if len(test) > 1
-                                        else f"{test[0]:.4f}")
+            cell = format_mean_std(test, bare_single=True) if test else ""
             cells.append(cell + (f" ({np.mean(val):.4f})" if val else ""))
         rows.append("| " + " | ".join(cells) + " |")
     return ["Each grid's LE (quality on its validation users, `le_report.json`) and the recommenders trained "
@@ -163,7 +169,7 @@ def _finished_groups(grid: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in grid["runs"]:
         if run["test"]:
-            groups.setdefault(_group_key(run["values"], keys) or "all", []).append(run)
+            groups.setdefault(group_label(run["values"], keys) or "all", []).append(run)
     return groups
 
 
@@ -173,9 +179,8 @@ def _plot_lines(lines: dict[str, dict[float, list[float]]], xlabel: str, ylabel:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in sorted(lines.items()):
         xs = sorted(points)
-        ax.errorbar(xs, [np.mean(points[x]) for x in xs],
-                    yerr=[np.std(points[x], ddof=1) if len(points[x]) > 1 else 0 for x in xs], marker="o",
-                    capsize=3, label=name)
+        means, stds = zip(*(mean_std(points[x]) for x in xs))
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if len(lines) > 1:  # one line needs no legend
@@ -183,11 +188,6 @@ def _plot_lines(lines: dict[str, dict[float, list[float]]], xlabel: str, ylabel:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _group_key(values: dict[str, Any], keys: list[str]) -> str:
-    """``sasrec, snqn`` or ``augment_k=3``."""
-    return ", ".join(axis_value_label(k, values[k], sep="=") for k in keys)
 
 
 def _curve_panels(grid: dict[str, Any], metric: str = "ndcg@10") -> dict[str, dict[str, dict[int, list[float]]]]:
@@ -206,7 +206,7 @@ def _curve_panels(grid: dict[str, Any], metric: str = "ndcg@10") -> dict[str, di
     found: dict[str, dict[str, dict[int, list[float]]]] = {}
     for run in grid["runs"]:
         panel = panel_of(run["values"][panel_key]) if panel_key else ""
-        line = _group_key(run["values"], line_keys) or "all"
+        line = group_label(run["values"], line_keys) or "all"
         for point in run["history"]:
             if f"val/{metric}" in point:
                 found.setdefault(panel, {}).setdefault(line, {}).setdefault(point["epoch"], []).append(
@@ -251,8 +251,7 @@ def _plot_bars(grid: dict[str, Any], path: Path, metrics: tuple[str, ...] = ("nd
     names = list(groups)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.35 * len(names) + 1.5))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
-        means = [np.mean([t[metric] for t in groups[n]]) for n in names]
-        stds = [np.std([t[metric] for t in groups[n]], ddof=1) if len(groups[n]) > 1 else 0 for n in names]
+        means, stds = zip(*(mean_std([t[metric] for t in groups[n]]) for n in names))
         ax.barh(range(len(names)), means, xerr=stds, color="#1f77b4", alpha=0.8)
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
@@ -272,7 +271,7 @@ def _plot_sensitivity(grid: dict[str, Any], out: Path, index: int, metric: str =
         lines: dict[str, dict[float, list[float]]] = {}
         for run in grid["runs"]:
             if run["test"]:
-                lines.setdefault(_group_key(run["values"], others) or "all", {}).setdefault(
+                lines.setdefault(group_label(run["values"], others) or "all", {}).setdefault(
                     run["values"][axis], []).append(run["test"][metric])
         if not any(len(points) > 1 for points in lines.values()):  # one value finished: nothing to plot against
             continue
@@ -308,36 +307,16 @@ def _plot_le_rewards(le_run: Path, path: Path, sample: int = 200_000) -> bool:
     return True
 
 
-def _markdown_to_html(markdown: str) -> str:
-    """Just enough Markdown for these reports: headings, tables, images, paragraphs."""
-    out, table = [], []
+# CommonMark plus GFM tables; raw HTML off, so a grid or variant name is shown, never interpreted
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+          "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}")
 
-    def flush_table() -> None:
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-", ":"}]
-            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
-            head = "".join(f"<th>{c}</th>" for c in cells[0])
-            body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            table.clear()
 
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            alt, src = line[2:].split("](", 1)
-            out.append(f'<p><img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}"></p>')
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(out)}</body></html>"
+def markdown_to_html(markdown: str) -> str:
+    """A standalone HTML page of a report's Markdown (headings, tables, images, links, code)."""
+    body = _MARKDOWN.render(markdown)
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{_STYLE}</style></head><body>{body}</body></html>"
 
 
 def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, command: str | None = None) -> Path:
@@ -389,5 +368,5 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
         md += [f"![LE sensitivity]({p.name})\n" for p in le_plots]
     text = "\n".join(md)
     (out / "report.md").write_text(text)
-    (out / "report.html").write_text(_markdown_to_html(text))
+    (out / "report.html").write_text(markdown_to_html(text))
     return out

@@ -180,7 +180,7 @@ def test_commands_that_start_their_own_processes_refuse_torchrun(tmp_path, monke
 
 
 def test_grid_runs_do_not_inherit_torchrun_environment(tmp_path, monkeypatch):
-    from learec import grid
+    from learec.grid import runner as grid
 
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")

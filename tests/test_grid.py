@@ -1,15 +1,20 @@
 """Grids: the product of axes runs once per cell, finished cells are skipped, the table and the paired test."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
 from learec.cli import main
+from learec.config import RESULT_NEUTRAL_SETTINGS
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
+from learec.errors import UserError
 from learec.evaluate.significance import paired_test
-from learec.grid import load_grid
+from learec.evaluate.tables import results_tables
+from learec.grid import load_grid, plan_grid
+from learec.report import markdown_to_html
 
 
 def test_paired_test_identical_and_clearly_better():
@@ -159,3 +164,68 @@ def test_dry_run_reports_each_cell_and_changes_nothing(tmp_path, monkeypatch, ca
     assert main(["grid", "--config", str(grid_file), "--reuse", str(other)]) == 2
     assert "another config" in capsys.readouterr().err
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_grid_file_keys_are_checked(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("train: {epochs: 1}\n")
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("base: base.yaml\naxes: {seed: [0]}\nbaselin: {seed: 0}\n")
+    assert main(["grid", "--config", str(grid_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'baselin'" in err and str(grid_file) in err and "base, set, out, axes" in err
+    grid_file.write_text("base: base.yaml\naxes: {variant: [a]}\nvariants: {a: {set: [objective=ce], compar: b}}\n")
+    with pytest.raises(UserError, match="unknown key 'variants.a.compar'"):
+        load_grid(grid_file)
+    for text, message in (("axes: {seed: [0]}\n", "'base' is missing"),
+                          ("base: base.yaml\naxes: {variant: [a, b]}\nvariants: {a: [objective=ce]}\n",
+                           r"variant\(s\) \['b'\] of the axis are not defined"),
+                          ("base: base.yaml\naxes: {seed: [0]}\nvariants: {a: [objective=ce]}\n", "no 'variant' axis"),
+                          ("base: base.yaml\naxes: {seed: [0]}\nbaseline: {objective: ce}\n", "are not axes")):
+        grid_file.write_text(text)
+        with pytest.raises(UserError, match=message):
+            load_grid(grid_file)
+
+
+def test_plan_changes_no_cell_and_result_neutral_settings_do_not_make_a_run_stale(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {epochs: 1, threads: 2, progress: true}\n")
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(f"base: base.yaml\nout: {tmp_path / 'out'}\naxes: {{objective: [ce, sqn]}}\n")
+    grid = load_grid(grid_file)
+    before = [cell.cfg.model_dump() for cell in grid.cells]
+    plans = plan_grid(grid, threads=1, workers=2)
+    assert [cell.cfg.model_dump() for cell in grid.cells] == before  # the grid's cells are left as they were
+    assert all(p.cfg.train.threads == 1 and not p.cfg.train.progress for p in plans)
+    assert all(p.cfg is not cell.cfg for p, cell in zip(plans, grid.cells))
+
+    # A finished run saved with other values of the result-neutral settings is still finished.
+    assert {"train.threads", "le.threads"} <= RESULT_NEUTRAL_SETTINGS
+    saved = grid.cells[0].cfg.model_copy(deep=True)
+    for dotted in RESULT_NEUTRAL_SETTINGS - {"le.device"}:  # another device may not exist on this machine
+        section, key = dotted.split(".")
+        setattr(getattr(saved, section), key, {"threads": 7, "progress": False}[key])
+    saved.save(tmp_path / "out" / "ce" / "config.yaml")
+    (tmp_path / "out" / "ce" / "metrics.json").write_text("{}")
+    assert {p.name: p.status for p in plan_grid(grid)} == {"ce": "finished", "sqn": "new"}
+    saved.train.lr = 0.5  # a setting that changes results does make it stale
+    saved.save(tmp_path / "out" / "ce" / "config.yaml")
+    assert plan_grid(grid)[0].status == "stale"
+
+
+def test_table_of_a_seed_only_grid_has_as_many_columns_in_every_line(tmp_path):
+    for seed in (0, 1):
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "metrics.json").write_text(json.dumps({"test": {"ndcg@10": 0.1 + seed / 100}}))
+    _, md = results_tables(tmp_path, {"seed": [0, 1]}, {}, {}, [(f"seed{s}", {"seed": s}) for s in (0, 1)])
+    lines = md.splitlines()
+    assert len({line.count("|") for line in lines}) == 1
+    assert lines[2].endswith("| 2 | 0.1050 ± 0.0071 |")
+
+
+def test_report_html_renders_headings_tables_images_and_links(tmp_path):
+    html = markdown_to_html("# learec report\n\nMade by `learec report x`.\n\n## grid <b>x</b>\n\n"
+                            "| variant | seeds | ndcg@10 |\n|---|---|---|\n| snqn | 2 | 0.0612 ± 0.0013 |\n\n"
+                            "![test metrics](test_bars_0.png)\n\nSee [the README](../README.md).\n")
+    assert "<h1>learec report</h1>" in html and "<h2>grid &lt;b&gt;x&lt;/b&gt;</h2>" in html  # names are text
+    assert "<table>" in html and "<th>ndcg@10</th>" in html and "<td>0.0612 ± 0.0013</td>" in html
+    assert '<img src="test_bars_0.png" alt="test metrics"' in html
+    assert '<a href="../README.md">the README</a>' in html and "<code>learec report x</code>" in html

@@ -260,3 +260,22 @@ def test_validation_curve_panels_of_numeric_single_valued_and_seed_only_axes() -
     seeds_only = {"seed": [0, 1]}
     panels = _curve_panels({"axes": seeds_only, "runs": runs_for(seeds_only)})
     assert list(panels) == [""] and list(panels[""]) == ["all"] and panels[""]["all"][1] == [0.05, 0.05]
+
+
+def test_pipeline_file_keys_are_checked_and_its_grid_read_once(workdir: Path, capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import learec.grid
+    import learec.pipeline
+
+    pipeline = workdir / "lea_smoke.yaml"
+    text = pipeline.read_text()
+    pipeline.write_text(text + "le_sett: [le.train.epochs=1]\n")
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'le_sett'" in err and "le_set, le_run, report" in err
+    pipeline.write_text(text)
+    expanded = []
+    monkeypatch.setattr(learec.pipeline, "expand_grid",
+                        lambda *a, **kw: expanded.append(a) or learec.grid.expand_grid(*a, **kw))
+    assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
+    assert len(expanded) == 1

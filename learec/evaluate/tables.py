@@ -1,0 +1,107 @@
+"""Results tables of a grid's finished runs: one CSV row per run, and a Markdown row per group of seeds with
+mean ± std and paired tests (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec
+report`` recomputes them from the runs finished so far; both read them from here, as do the report's plots
+for their labels and error bars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from learec.evaluate.significance import paired_test
+
+TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+
+
+def axis_value_label(key: str, value: Any, sep: str = "") -> str:
+    """A number carries its key's last part (``augment_k3``, or ``augment_k=3`` with ``sep="="``); a name
+    stands alone (``snqn``)."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{key.split('.')[-1]}{sep}{value}" if numeric else str(value)
+
+
+def group_label(values: dict[str, Any], keys: Iterable[str]) -> str:
+    """``sasrec, snqn`` or ``augment_k=3``: a group of seeds named by its other axis values."""
+    return ", ".join(axis_value_label(k, values[k], sep="=") for k in keys)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std over seeds; a single seed has no spread (0, not NaN)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: list[float], bare_single: bool = False) -> str:
+    """``0.0612 ± 0.0013``; ``–`` for none; with ``bare_single``, one value without a spread."""
+    if not values:
+        return "–"
+    if bare_single and len(values) == 1:
+        return f"{values[0]:.4f}"
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], compare: dict[str, str],
+                   cells: list[tuple[str, dict[str, Any]]], metric: str = "ndcg@10") -> tuple[str, str]:
+    """The CSV (one row per finished run) and the Markdown table (mean ± std over seeds, and the paired
+    tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``."""
+    axis_keys = list(axes)
+    rows, ranks = [], {}
+    for name, values in cells:
+        mpath = out / name / "metrics.json"
+        if mpath.is_file():
+            test = json.loads(mpath.read_text())["test"]
+            rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")}})
+            if (out / name / "test_ranks.npy").is_file():
+                ranks[tuple(values[k] for k in axis_keys)] = np.load(out / name / "test_ranks.npy")
+    group_keys = [k for k in axis_keys if k != "seed"]
+    metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
+    prefixes = sorted({m.split("/")[0] for r in rows for m in r if "/" in m})  # event types, e.g. click
+    metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
+    header = [*axis_keys, *metric_keys]
+    csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
+    extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
+    if compare:
+        # the row's `compare` variant, named in its own column (usually the same method without the LE)
+        extra += ["compared with", f"Δ{metric} vs it", "p "]
+    # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
+    group_columns = len(group_keys) or 1
+    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
+          "|" + "---|" * (group_columns + 1 + len(metric_keys) + len(extra))]
+    for key, rs in groups.items():
+        values = dict(zip(group_keys, key))
+        cols = [format_mean_std([r[m] for r in rs if m in r]) for m in metric_keys]
+        if baseline:
+            cols += _significance(values, baseline, rs, ranks, axis_keys, metric)
+        if compare:
+            other = compare.get(str(values.get("variant")))
+            cols += ([other, *_significance(values, {"variant": other}, rs, ranks, axis_keys, metric)] if other
+                     else ["", "", ""])
+        md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
+    return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
+
+
+def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, axis_keys: list[str],
+                  metric: str) -> list[str]:
+    """Δ and p of a group against its baseline group, paired over the seeds both have finished."""
+    if all(values.get(k) == v for k, v in baseline.items()):
+        return ["(baseline)", ""]
+    base_values = {**values, **baseline}
+    mine, theirs = [], []
+    for seed in [r.get("seed") for r in rows]:
+        a = ranks.get(tuple({**values, "seed": seed}[k] for k in axis_keys))
+        b = ranks.get(tuple({**base_values, "seed": seed}[k] for k in axis_keys))
+        if a is not None and b is not None:
+            mine.append(a)
+            theirs.append(b)
+    if not mine:
+        return ["–", "–"]
+    result = paired_test(mine, theirs, metric)
+    mark = "*" if result["p"] < 0.05 else ""
+    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}"]

@@ -1,0 +1,127 @@
+"""What running a grid would do with each cell (finished, reuse, resume, new, stale), decided from the run
+folders without touching them, and the finished runs of other grids that a cell may reuse."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from learec.config import RESULT_NEUTRAL_SETTINGS, Config, config_differences, load_config
+from learec.errors import UserError
+from learec.grid.cells import Grid, select_cells
+from learec.utils import stable_hash
+
+CELL_STATUSES = ("finished", "reuse", "resume", "new", "stale", "waits")  # waits: pipeline cells before their labels
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """What running the grid will do with one cell, decided before anything is touched."""
+
+    name: str
+    run_dir: Path
+    cfg: Config
+    status: str  # one of CELL_STATUSES
+    detail: str = ""  # the reuse source, how far a run got, or a stale folder's config differences
+    source: Path | None = None  # a finished run with the same config in a --reuse directory
+
+
+def comparable(cfg: Config) -> dict[str, Any]:
+    """A config as a dict without the settings that do not change results (config.RESULT_NEUTRAL_SETTINGS)."""
+    tree = cfg.to_dict()
+    for dotted in RESULT_NEUTRAL_SETTINGS:
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return tree
+
+
+def check_reuse_dirs(dirs: list[Path]) -> None:
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"--reuse {d}: no such directory", "name the output directory of another grid")
+
+
+def finished_runs(dirs: list[Path]) -> dict[str, Path]:
+    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config."""
+    check_reuse_dirs(dirs)
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for run in sorted(Path(d).iterdir()):
+            if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
+                try:
+                    cfg = load_config(run / "config.yaml")
+                except (UserError, ValueError) as err:  # e.g. a run of an older config schema
+                    print(f"--reuse: skipping {run} (its config does not load: {str(err).splitlines()[0]})")
+                    continue
+                found.setdefault(stable_hash(comparable(cfg)), run)
+    return found
+
+
+def run_config(cfg: Config, threads: int | None, workers: int) -> Config:
+    """A copy of ``cfg`` as the grid saves it for a run: ``threads``, and no progress bars with several
+    workers (interleaved bars are unreadable). Neither changes results."""
+    update: dict[str, Any] = {}
+    if threads:
+        update["threads"] = threads
+    if workers > 1:
+        update["progress"] = False
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)}) if update else cfg
+
+
+def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | None = None,
+              threads: int | None = None, workers: int = 1) -> list[CellPlan]:
+    """The selected cells with their status. Reads the run folders and changes nothing, neither them nor
+    ``grid``: each plan holds a new config with ``threads`` and (with several workers) no progress bars, as
+    the run will be saved with."""
+    reusable = finished_runs(reuse) if reuse else {}
+    plans = []
+    for name, _, cell_cfg in select_cells(grid, only or []):
+        run_dir = grid.out / name
+        cfg = run_config(cell_cfg, threads, workers)
+        source = reusable.get(stable_hash(comparable(cfg)))
+        if source is not None and source.resolve() == run_dir.resolve():
+            source = None
+        status, detail = "new", ""
+        # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
+        differences = ((run_dir / "config.yaml").is_file()
+                       and config_differences(comparable(cfg), comparable(load_config(run_dir / "config.yaml"))))
+        if differences:
+            status, detail = "stale", ", ".join(differences)
+        elif (run_dir / "metrics.json").is_file():
+            status = "finished"
+        elif (run_dir / "checkpoints" / "last.pt").is_file():
+            status, detail = "resume", _progress_note(run_dir)
+        if status in ("new", "resume") and source is not None:
+            status, detail = "reuse", str(source)
+        elif status == "stale" and source is not None:
+            detail += f"; reusable from {source}"
+        plans.append(CellPlan(name, run_dir, cfg, status, detail, source))
+    return plans
+
+
+def _progress_note(run_dir: Path) -> str:
+    try:
+        history = json.loads((run_dir / "history.json").read_text())
+        # the last validation, not the checkpoint: a run may have trained further since
+        return f"validated up to epoch {history[-1]['epoch']}" if history else ""
+    except (OSError, ValueError, KeyError, IndexError):
+        return ""
+
+
+def print_plan(plans: list[CellPlan], out: Path, redo_stale: bool = False) -> None:
+    """One line per cell, then the counts: what ``learec grid`` (``redo_stale``: the pipeline) would do now."""
+    for plan in plans:
+        print(f"  {plan.status:<8} {plan.name}" + (f"  ({plan.detail})" if plan.detail else ""))
+    counts = {s: sum(p.status == s for p in plans) for s in CELL_STATUSES}
+    print(f"{len(plans)} runs -> {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if counts["stale"] and redo_stale:
+        print(f"the stale cells would be moved to {out / '.stale'} and run again")
+    elif counts["stale"]:
+        print("a run would stop at the stale cells (made with another config): move or delete those folders, or "
+              "give the grid another `out`")

@@ -1,0 +1,112 @@
+"""Grid files as pydantic models: the keys a grid file may hold, checked before any cell is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from learec.config import read_yaml
+from learec.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VariantSpec(_Strict):
+    """A named bundle of overrides; ``compare`` names the variant it is also tested against."""
+
+    set: list[str] = Field(default_factory=list, description="overrides, e.g. [objective=snqn, lea.reward=true]")
+    compare: str | None = Field(None, description="another variant, e.g. the same method without the LE")
+
+    @field_validator("set", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+class GridSpec(_Strict):
+    """A grid file: a base config, overrides for every cell, and the axes whose product is the grid."""
+
+    base: str = Field(description="a config file, relative to the grid file")
+    set: list[str] = Field(default_factory=list, description="overrides for every run")
+    out: str | None = Field(None, description="where the runs go (default runs/<grid file name>)")
+    axes: dict[str, list[Any]] = Field(description="dotted key -> list of values")
+    baseline: dict[str, Any] = Field(default_factory=dict, description="axis values each row is tested against")
+    variants: dict[str, VariantSpec] = Field(default_factory=dict, description="name -> overrides (or {set, compare})")
+
+    @field_validator("set", "baseline", "variants", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any, info: Any) -> Any:
+        if v is None:
+            return {} if info.field_name in ("baseline", "variants") else []
+        return v
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _single_values_are_lists(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (value if isinstance(value, list) else [value]) for k, value in v.items()}
+        return v
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _list_is_overrides(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # `ce: [objective=ce]` is short for `ce: {set: [objective=ce]}`
+            return {str(name): (value if isinstance(value, dict) else {"set": value}) for name, value in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _names_line_up(self) -> "GridSpec":
+        for name, variant in self.variants.items():
+            if variant.compare is not None and variant.compare not in self.variants:
+                raise ValueError(f"variant {name!r} is compared with {variant.compare!r}, which is not a variant")
+        if self.variants and "variant" not in self.axes:
+            raise ValueError("variants are defined but there is no 'variant' axis (add e.g. `variant: [ce, snqn]` "
+                             "to axes)")
+        missing = [v for v in self.axes.get("variant", []) if str(v) not in self.variants]
+        if missing:
+            raise ValueError(f"variant(s) {missing} of the axis are not defined under 'variants'")
+        if set(self.baseline) - set(self.axes):
+            raise ValueError(f"baseline keys {sorted(set(self.baseline) - set(self.axes))} are not axes")
+        return self
+
+    @property
+    def compare(self) -> dict[str, str]:
+        """variant -> the variant it is also tested against."""
+        return {name: v.compare for name, v in self.variants.items() if v.compare is not None}
+
+
+Spec = TypeVar("Spec", bound=BaseModel)
+
+
+def read_spec(path: str | Path, model: type[Spec], kind: str = "grid file") -> Spec:
+    """The file at ``path`` validated as ``model``, or a :class:`UserError` naming each bad key."""
+    path = Path(path)
+    tree = read_yaml(path)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        errors = err.errors()
+        unknown = [e["loc"] for e in errors if e["type"] == "extra_forbidden"]
+        hint = None
+        if any(len(loc) == 1 for loc in unknown):
+            hint = f"a {kind} holds only the keys {', '.join(model.model_fields)}"
+        elif unknown:  # variants.<name>.<key>
+            hint = "a variant is a list of overrides or {set: [overrides], compare: another variant}"
+        raise UserError(f"Invalid {kind} {path}: " + "; ".join(_describe(e, model) for e in errors), hint) from None
+
+
+def _describe(error: Any, model: type[BaseModel]) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if error["type"] == "missing":
+        field = model.model_fields.get(where)
+        return f"'{where}' is missing" + (f" ({field.description})" if field and field.description else "")
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    return (f"'{where}': " if where else "") + message + ("" if not where or isinstance(got, (dict, list))
+                                                          else f" (got {got!r})")
