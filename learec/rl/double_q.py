@@ -80,6 +80,22 @@ class ExtraTerms(Protocol):
     def loss(self, step: Step) -> torch.Tensor | None: ...
 
 
+class NoExtraTerms:
+    """The published methods: nothing added."""
+
+    def bootstraps_in_place(self, side: SideInputs | None) -> bool:
+        return False
+
+    def q_loss(self, step: Step) -> None:
+        return None
+
+    def actor_loss(self, step: Step) -> None:
+        return None
+
+    def loss(self, step: Step) -> None:
+        return None
+
+
 def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     return None if first is None or second is None else torch.cat([first, second])
 
@@ -99,7 +115,7 @@ class DoubleQObjective(Objective):
         self.rewards = rewards
         self.gamma = gamma
         self.k = negatives
-        self.extra_terms = extra_terms
+        self.extra_terms: ExtraTerms = extra_terms or NoExtraTerms()
         # Two optimisers per copy, as in the published code: the first for the warm-up loss, the second
         # (created fresh, so with empty Adam moments) for the loss after the switch.
         self.optimizers = [torch.optim.Adam(n.parameters(), lr=lr, weight_decay=weight_decay) for n in self.networks]
@@ -130,7 +146,7 @@ class DoubleQObjective(Objective):
         state, length, action = batch["state"], batch["length"], batch["action"]
         extra, extra_next = (side.state, side.next_state) if side is not None else (None, None)  # critic input
         terms = self.extra_terms
-        in_place = self.uses_negatives or (terms is not None and terms.bootstraps_in_place(side))
+        in_place = self.uses_negatives or terms.bootstraps_in_place(side)
         reward = self.rewards.logged(batch, side)
 
         with torch.no_grad():
@@ -164,17 +180,13 @@ class DoubleQObjective(Objective):
         q_logged_d, q_neg_d = q_logged.detach(), None if q_neg is None else q_neg.detach()
         step = Step(batch, side, main, q, logits, backbone_state, q_logged_d, q_neg_d, stay_bootstrap,
                     lambda q_actions, actions: self.actor_weights(q_actions, actions, q_logged_d, q_neg_d, logits))
-        if terms is not None:
-            loss_q = _plus(loss_q, terms.q_loss(step))
+        loss_q = _plus(loss_q, terms.q_loss(step))  # extra terms (learec.lea's), where the objective has them
 
         ce = F.cross_entropy(logits, action, reduction="none")
         weight = step.actor_weights(q_logged_d.view(-1, 1), action.view(-1, 1))
         loss_ce = ce if weight is None else ce * weight.squeeze(1)
-        if terms is not None:
-            loss_ce = _plus(loss_ce, terms.actor_loss(step))
-        loss = loss_q + loss_ce
-        if terms is not None:
-            loss = _plus(loss, terms.loss(step))
+        loss_ce = _plus(loss_ce, terms.actor_loss(step))
+        loss = _plus(loss_q + loss_ce, terms.loss(step))
         loss = loss.mean()
 
         second = self.in_second_phase()
