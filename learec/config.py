@@ -280,7 +280,8 @@ class LEAConfig(_Strict):
 
 class Config(_Strict):
     seed: int = Field(0, ge=0)
-    objective: Literal["ce", "sqn", "sac", "snqn", "sa2c"] = "ce"
+    objective: str = Field("ce", description="training objective, by its registered name (learec.rl.registry): "
+                           "ce, sqn, sac, snqn, sa2c, or one registered by a plugin")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -288,24 +289,50 @@ class Config(_Strict):
     rl: RLConfig = RLConfig()
     le: LEConfig = LEConfig()
     lea: LEAConfig = LEAConfig()
+    objectives: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="settings of objectives that have a section of their own: "
+        "objectives.<name>.<key> (validated by the objective's registered model)")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_is_registered(cls, name: str) -> str:
+        from learec.rl.registry import objective_spec  # imports learec.rl, which registers the built-in ones
+
+        objective_spec(name)
+        return name
+
+    @model_validator(mode="after")
+    def _objective_sections(self) -> "Config":
+        from learec.rl.registry import filled_sections
+
+        filled = filled_sections(self.objective, self.objectives)
+        self.objectives.clear()  # in place: assigning would validate the whole model again
+        self.objectives.update(filled)
+        return self
 
     @model_validator(mode="after")
     def _lea_needs_rl_and_cache(self) -> "Config":
+        from learec.rl.registry import CRITIC, NEGATIVES, WEIGHTED_ACTOR, has_trait, objective_names
+
         if self.lea.state_to_actor and not self.lea.state:
             raise ValueError("lea.state_to_actor needs lea.state=true")
-        if self.lea.augment_weighting == "actor" and not (self.lea.augment and self.objective in ("sa2c", "sac")):
+        if self.lea.augment_k is not None and not self.lea.augment:
+            raise ValueError("lea.augment_k sets how many augmented actions lea.augment uses: it needs lea.augment=true")
+        if self.lea.augment_weighting == "actor" and not (self.lea.augment and has_trait(self.objective, WEIGHTED_ACTOR)):
             # SQN and SNQN never weight their CE term: the option would silently change nothing
             raise ValueError("lea.augment_weighting=actor weights the augmented actions' CE term as SA2C/SAC weight "
-                             "the logged action's: it needs lea.augment=true and objective sa2c or sac")
+                             "the logged action's: it needs lea.augment=true and an objective that weights its CE "
+                             f"term ({', '.join(objective_names(WEIGHTED_ACTOR))})")
         if self.lea.state_to_actor and self.lea.state_source != "state":
             raise ValueError("lea.state_to_actor reads the full LE states of the evaluation events: "
                              "use lea.state_source=state")
         if self.lea.enabled:
-            if self.objective == "ce" or self.model.backbone == "pop":
-                raise ValueError("lea.* options need an RL objective (sqn, sac, snqn, sa2c) on a neural backbone")
+            if not has_trait(self.objective, CRITIC) or self.model.backbone == "pop":
+                raise ValueError(f"lea.* options need an RL objective ({', '.join(objective_names(CRITIC))}) "
+                                 "on a neural backbone")
             if not self.lea.cache:
                 raise ValueError("lea.* options need lea.cache: the LE run directory made by `learec env train/label`")
-            if self.lea.reward and not self.lea.use_cached_negatives and self.objective in ("snqn", "sa2c"):
+            if self.lea.reward and not self.lea.use_cached_negatives and has_trait(self.objective, NEGATIVES):
                 raise ValueError("lea.reward gives rewards to the labelled negatives only: keep "
                                  "lea.cached_negatives on (the default with lea.reward)")
             if self.lea.align_weight and not self.lea.state:
@@ -316,7 +343,10 @@ class Config(_Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        tree = self.model_dump(mode="json")
+        if not tree["objectives"]:  # configs of the built-in objectives read and save as before the section existed
+            del tree["objectives"]
+        return tree
 
     def save(self, path: str | Path) -> None:
         from learec.utils import atomic_write_text

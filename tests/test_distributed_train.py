@@ -23,7 +23,7 @@ from learec.data.registry import raw_dir
 from learec.data.splits import EvalSet
 from learec.data.synthetic import generate_synthetic_log
 from learec.evaluate.evaluator import evaluate
-from learec.rl import build_objective
+from learec.lea import LEBatch, build_objective
 from learec.train.trainer import rank_rows
 
 SMALL = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.hidden=16", "train.batch_size=64",
@@ -103,10 +103,11 @@ def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
                  "action": torch.as_tensor(action[idx]), "event": torch.zeros(len(idx), dtype=torch.long),
                  "next_state": torch.as_tensor(nxt[idx]), "next_length": torch.full((len(idx),), length),
                  "done": torch.zeros(len(idx), dtype=torch.bool)}
+        le = None
         if lea:  # LE states of the transitions (any fixed vectors will do)
-            batch["le_state"] = torch.as_tensor(gen_le[idx], dtype=torch.float32)
-            batch["le_next_state"] = torch.as_tensor(gen_le[(idx + 1) % n], dtype=torch.float32)
-        losses.append(objective.train_step(batch)["loss"])
+            le = LEBatch(state=torch.as_tensor(gen_le[idx], dtype=torch.float32),
+                         next_state=torch.as_tensor(gen_le[(idx + 1) % n], dtype=torch.float32))
+        losses.append(objective.train_step(batch, le)["loss"])
         module = objective.networks_module()
         digests.append(torch.cat([p.detach().flatten() for p in module.parameters()]).double().sum().item())
         digests.append(float(sum(p.detach().double().pow(2).sum() for p in module.parameters())))

@@ -15,6 +15,7 @@ from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.env.label import seal_cache, write_label_cache
 from learec.errors import UserError
+from learec.lea import LEBatch
 from learec.models.ranking import RankingModel
 from learec.serve.export import export_run
 from learec.train.run import evaluate_run, le_inputs_for, objective_for, train_run
@@ -116,16 +117,17 @@ def test_augmented_actions_enter_both_losses(data, tmp_path: Path) -> None:
     from learec.train.trainer import make_batch
 
     batch = make_batch(data.train, idx, "cpu")
-    le_inputs.add_to_batch(batch, idx, "cpu")
-    assert batch["le_aug_items"].shape == (32, 2) and "le_state" not in batch
+    le = le_inputs.batch(idx, "cpu")
+    assert le.aug_items.shape == (32, 2) and le.state is None
     expected = torch.as_tensor(np.array(le_inputs.cache["aug_items"][:32, :2]), dtype=torch.long)
-    assert torch.equal(batch["le_aug_items"], expected)
+    assert torch.equal(le.aug_items, expected)
+    terms = objective.extra_terms  # LEA's terms, added to the objective's own
 
     def loss_with(weight: float, use_q: bool) -> float:
-        objective.augment_weight, objective.augment_q = weight, use_q
+        terms.augment_weight, terms.augment_q = weight, use_q
         torch.manual_seed(0)
         snapshot = {k: v.clone() for k, v in objective.networks.state_dict().items()}
-        loss = objective.train_step(dict(batch))["loss"]
+        loss = objective.train_step(dict(batch), le)["loss"]
         objective.networks.load_state_dict(snapshot)
         return loss
 
@@ -158,6 +160,11 @@ def test_lea_config_validation() -> None:
             load_config(None, [*refused, "lea.cache=x", "lea.augment_weighting=actor"])
     assert load_config(None, ["objective=sa2c", "lea.augment=true", "lea.cache=x",
                               "lea.augment_weighting=actor"]).lea.augment_weighting == "actor"
+    # lea.augment_k without lea.augment would silently use no augmented action
+    for k in (0, 3):
+        with pytest.raises(UserError, match="lea.augment_k .* needs lea.augment=true"):
+            load_config(None, ["objective=snqn", "lea.reward=true", "lea.cache=x", f"lea.augment_k={k}"])
+    assert load_config(None, ["objective=snqn", "lea.augment=true", "lea.cache=x", "lea.augment_k=0"]).lea.augment_k == 0
 
 
 def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
@@ -173,8 +180,6 @@ def test_empty_augmentation_slots_are_masked(data, tmp_path: Path) -> None:
 
 
 def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Path) -> None:
-    from learec.train.trainer import make_batch
-
     cache = make_cache(tmp_path / "le", data, k_neg=25)
     cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", "rl.negatives=10"])
     le_inputs = le_inputs_for(cfg, data)
@@ -182,9 +187,8 @@ def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Pat
     pool_rewards = np.array(le_inputs.cache["neg_rewards"][:16])
     draws = []
     for _ in range(2):
-        batch = make_batch(data.train, np.arange(16), "cpu")
-        le_inputs.add_to_batch(batch, np.arange(16), "cpu")
-        items, z = batch["le_neg_items"].numpy(), batch["le_neg_reward_z"].numpy()
+        le = le_inputs.batch(np.arange(16), "cpu")
+        items, z = le.neg_items.numpy(), le.neg_reward_z.numpy()
         assert items.shape == (16, 10)
         for row in range(16):
             # the pool's rewards are distinct random numbers: they identify the columns drawn
@@ -206,14 +210,14 @@ def test_augment_k_zero_uses_no_augmented_actions(data, tmp_path: Path) -> None:
     losses = []
     for extra in (["lea.augment=true", "lea.augment_k=0"], ["lea.augment=false"]):
         cfg = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true", *extra])
-        batch, logs = _first_step(cfg, data)
-        assert "le_aug_items" not in batch
+        le, logs = _first_step(cfg, data)
+        assert le.aug_items is None and le.aug_mask is None
         losses.append(logs["loss"])
     assert losses[0] == losses[1]
 
 
-def _first_step(cfg, data) -> tuple[dict, dict]:
-    """The batch of the first 40 transitions with their LE inputs, and the logs of one step on it (seeded)."""
+def _first_step(cfg, data) -> tuple[LEBatch, dict]:
+    """The LE inputs of the first 40 transitions, and the logs of one step on them (seeded)."""
     from learec.train.trainer import make_batch
 
     le_inputs = le_inputs_for(cfg, data)
@@ -221,9 +225,9 @@ def _first_step(cfg, data) -> tuple[dict, dict]:
     objective = objective_for(cfg, data, 0)
     idx = np.arange(40)
     batch = make_batch(data.train, idx, "cpu")
-    le_inputs.add_to_batch(batch, idx, "cpu")
+    le = le_inputs.batch(idx, "cpu")
     torch.manual_seed(1)
-    return batch, objective.train_step(batch)
+    return le, objective.train_step(batch, le)
 
 
 def write_eval_states(cache: Path, data, states: dict[str, np.ndarray]) -> None:
@@ -304,18 +308,18 @@ def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, 
 
         idx = np.arange(40)
         batch = make_batch(data.train, idx, "cpu")
-        le_inputs.add_to_batch(batch, idx, "cpu")
+        le = le_inputs.batch(idx, "cpu")
         before = [{k: v.clone() for k, v in n.state_dict().items()} for n in objective_.networks]
         torch.manual_seed(1)
-        logs = objective_.train_step(dict(batch))
+        logs = objective_.train_step(dict(batch), le)
         net = objective_.networks[logs["main"]]
         net.load_state_dict(before[logs["main"]])
         with torch.no_grad():
-            q, logits = net(batch["state"], batch["length"], le=batch["le_state"])
-        return logs, batch, q, logits, getattr(objective_, "behaviour", None)
+            q, logits = net(batch["state"], batch["length"], le=le.state)
+        return logs, batch, le, q, logits, getattr(objective_, "behaviour", None)
 
     for phase_two in (False, True):
-        fixed, batch, q, logits, behaviour = one_step("fixed", phase_two)
+        fixed, batch, le, q, logits, behaviour = one_step("fixed", phase_two)
         actor, *_ = one_step("actor", phase_two)
         assert fixed["main"] == actor["main"]
         if not phase_two:
@@ -326,11 +330,11 @@ def test_actor_weighting_gives_each_augmented_action_its_own_actor_weight(data, 
         expected, advantages = 0.0, []
         for b in range(len(batch["action"])):
             logged = q[b, batch["action"][b]]
-            baseline = torch.cat([logged.view(1), q[b, batch["le_neg_items"][b]]]).mean()
-            slots = [j for j in range(batch["le_aug_items"].shape[1]) if batch["le_aug_mask"][b, j] > 0]
+            baseline = torch.cat([logged.view(1), q[b, le.neg_items[b]]]).mean()
+            slots = [j for j in range(le.aug_items.shape[1]) if le.aug_mask[b, j] > 0]
             diff = 0.0
             for j in slots:
-                item = batch["le_aug_items"][b, j]
+                item = le.aug_items[b, j]
                 if objective == "sa2c":
                     advantages.append(float(q[b, item] - baseline))
                     weight = (q[b, item] - baseline).clamp(0, 10)

@@ -130,9 +130,9 @@ def test_sa2c_advantage_and_clipping_hand_computed():
     obj = _objective(SA2C, warmup_steps=0)
     q_logged = torch.tensor([5.0, 0.0, 30.0])
     q_neg = torch.tensor([[1.0, 1.0], [2.0, 4.0], [0.0, 0.0]])
-    w = obj.actor_weight(q_logged, q_neg, torch.zeros(3, N_ITEMS), {"action": torch.tensor([0, 1, 2])})
+    w = obj.actor_weights(q_logged.view(-1, 1), torch.tensor([[0], [1], [2]]), q_logged, q_neg, torch.zeros(3, N_ITEMS))
     # means 7/3, 2, 10 -> advantages 8/3, -2 (clipped to 0), 20 (clipped to 10)
-    assert w.tolist() == pytest.approx([5 - 7 / 3, 0.0, 10.0])
+    assert w.squeeze(1).tolist() == pytest.approx([5 - 7 / 3, 0.0, 10.0])
 
 
 def test_sa2c_warmup_switches_loss_and_to_a_fresh_optimizer_with_its_own_lr():
@@ -144,7 +144,8 @@ def test_sa2c_warmup_switches_loss_and_to_a_fresh_optimizer_with_its_own_lr():
     assert any(o.state for o in obj.second_optimizers)  # used after the switch
     # Before the switch the weight is 1 (plain SNQN); after it, the advantage.
     obj2 = _objective(SA2C, warmup_steps=10)
-    assert obj2.actor_weight(torch.ones(2), torch.zeros(2, 3), torch.zeros(2, N_ITEMS), {}) is None
+    assert obj2.actor_weights(torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.long), torch.ones(2), torch.zeros(2, 3),
+                              torch.zeros(2, N_ITEMS)) is None
 
 
 def test_second_optimizer_untouched_during_warmup():
@@ -158,7 +159,9 @@ def test_second_optimizer_untouched_during_warmup():
 def test_sac_weights_ce_by_the_logged_q():
     obj = _objective(SAC)
     q_logged = torch.tensor([0.5, 2.0])
-    assert torch.equal(obj.actor_weight(q_logged, None, torch.zeros(2, N_ITEMS), {}), q_logged)
+    w = obj.actor_weights(q_logged.view(-1, 1), torch.zeros(2, 1, dtype=torch.long), q_logged, None,
+                          torch.zeros(2, N_ITEMS))
+    assert torch.equal(w.squeeze(1), q_logged)
 
 
 @pytest.mark.parametrize("name", ["ce", "sa2c"])
@@ -293,7 +296,7 @@ def test_sa2c_off_policy_correction_divides_by_popularity_and_clips():
     beta = (popularity + 1) / (popularity.sum() + N_ITEMS)
     logits = torch.zeros(2, N_ITEMS)  # pi(a|s) = 1/N for every item
     q_logged, q_neg = torch.tensor([4.0, 4.0]), torch.zeros(2, 2)
-    w = obj.actor_weight(q_logged, q_neg, logits, {"action": torch.tensor([0, 1])})
+    w = obj.actor_weights(q_logged.view(-1, 1), torch.tensor([[0], [1]]), q_logged, q_neg, logits).squeeze(1)
     advantage = 4.0 - 4.0 / 3
     expected = [advantage * min((1 / N_ITEMS) / beta[0].item(), 3.0), advantage * min((1 / N_ITEMS) / beta[1].item(), 3.0)]
     assert w.tolist() == pytest.approx(expected)

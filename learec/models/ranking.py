@@ -41,16 +41,18 @@ def ranking_head(cfg: Config) -> str:
 
 
 def ranking_network(cfg: Config, n_items: int, item_counts: torch.Tensor | None = None,
-                    le_state_dim: int = 0) -> nn.Module:
+                    le_state_dim: int = 0, critic: bool | None = None) -> nn.Module:
     """The network a ranking model of ``cfg`` reads, freshly initialised (the RL objectives train two).
 
     ``le_state_dim`` (+SM) sizes the critic's LE projection and the alignment projection, which only
-    training uses; serving builds the network with 0.
+    training uses; serving builds the network with 0. ``critic``: a QNetwork (CE and Q-heads) or a plain
+    CE model; by default a CE model for ``objective: ce`` only (an objective registered elsewhere says
+    which it trains, and a checkpoint's weights say which it holds).
     """
     if cfg.model.backbone == "pop":
         return PopularityRecommender(item_counts if item_counts is not None else torch.zeros(n_items))
     backbone = build_backbone(cfg.model.backbone, n_items, cfg.data.history, cfg.model)
-    if cfg.objective == "ce":
+    if not (cfg.objective != "ce" if critic is None else critic):
         return SequentialRecommender(backbone, n_items, cfg.model.tie_head)
     lea = cfg.lea
     le_dim = le_state_dim if lea.state else 0
@@ -105,10 +107,11 @@ class RankingModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Config, n_items: int, item_counts: torch.Tensor | None = None,
-                    le_state_dim: int = 0) -> "RankingModel":
+                    le_state_dim: int = 0, critic: bool | None = None) -> "RankingModel":
         """The ranking model of ``cfg`` over ``n_items``, freshly initialised; ``item_counts`` for ``pop``
-        (zeros otherwise, to be loaded), ``le_state_dim`` to load a +SM run's ``best.pt``."""
-        network = ranking_network(cfg, n_items, item_counts, le_state_dim)
+        (zeros otherwise, to be loaded), ``le_state_dim`` to load a +SM run's ``best.pt``, ``critic`` as
+        in :func:`ranking_network`."""
+        network = ranking_network(cfg, n_items, item_counts, le_state_dim, critic)
         trained_le = le_state_dim if isinstance(network, QNetwork) and cfg.lea.state else 0
         return cls(network, ranking_head(cfg), cfg, trained_le)
 

@@ -4,22 +4,29 @@ As in the published code: two full network copies, each with its own optimisers;
 is picked at random as "main" (updated) and the other serves as target. The TD target is
 ``y = r + gamma * Q_target(s', argmax_a Q_main(s', a))``, 0 beyond ``r`` when the episode is done, and
 the Q-loss is ``0.5 * (y - Q_main(s, a))^2`` (TRFL's ``double_qlearning``). The supervised head is
-trained beside it with cross-entropy; subclasses decide how the CE term is weighted (``actor_weight``),
+trained beside it with cross-entropy; subclasses decide how the CE term is weighted (``actor_weights``),
 whether negatives are used, and when a second optimiser takes over.
+
+Extensions from outside the published methods (learec.lea) plug in without branches here: side inputs
+give the critic an extra input and may give the negatives; the reward source may read them; and
+``ExtraTerms`` adds per-transition terms to the Q-loss, the CE loss and the total (``Step`` is what
+they see of the step).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learec.models.ranking import RankingModel
-from learec.rl.base import Batch, Objective
-from learec.rl.networks import QNetwork
-from learec.rl.rewards import RewardSource
+from learec.rl.base import Batch, Objective, SideInputs
+from learec.models.qnetwork import QNetwork
+from learec.models.ranking import RankingModel, ranking_network
+from learec.rl.registry import BuildContext
+from learec.rl.rewards import EventTypeRewards, RewardSource
 
 
 def td_targets(reward: torch.Tensor, gamma: float, q_next_target: torch.Tensor, q_next_selector: torch.Tensor,
@@ -43,8 +50,59 @@ def sample_negatives(actions: torch.Tensor, n_items: int, k: int, generator: tor
     return draw + (draw >= actions.view(-1, 1)).long()
 
 
+@dataclass
+class Step:
+    """What one step computed, as extra loss terms see it."""
+
+    batch: Batch
+    side: SideInputs | None
+    network: QNetwork  # the main copy (unwrapped)
+    q: torch.Tensor  # [B, n_items] Q_main(s, .), with gradient
+    logits: torch.Tensor  # [B, n_items] CE logits, with gradient
+    state: torch.Tensor  # [B, h] the backbone state s_t, with gradient
+    q_logged: torch.Tensor  # [B] Q_main(s, a_t), detached
+    q_negatives: torch.Tensor | None  # [B, K] Q_main of the negatives, detached
+    # gamma * Q_target(s, argmax Q_main(s, .)): the bootstrap of an action that leaves the user where they
+    # are (negatives); only when the objective samples negatives or the extra terms ask for it
+    stay_bootstrap: torch.Tensor | None
+    actor_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]  # the objective's, for [B, n] actions
+
+
+class ExtraTerms(Protocol):
+    """Per-transition ``[B]`` terms added to the double-Q loss; ``None`` adds nothing."""
+
+    def bootstraps_in_place(self, side: SideInputs | None) -> bool:
+        """Whether ``q_loss`` needs ``Step.stay_bootstrap``."""
+
+    def q_loss(self, step: Step) -> torch.Tensor | None: ...
+
+    def actor_loss(self, step: Step) -> torch.Tensor | None: ...
+
+    def loss(self, step: Step) -> torch.Tensor | None: ...
+
+
+class NoExtraTerms:
+    """The published methods: nothing added."""
+
+    def bootstraps_in_place(self, side: SideInputs | None) -> bool:
+        return False
+
+    def q_loss(self, step: Step) -> None:
+        return None
+
+    def actor_loss(self, step: Step) -> None:
+        return None
+
+    def loss(self, step: Step) -> None:
+        return None
+
+
 def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     return None if first is None or second is None else torch.cat([first, second])
+
+
+def _plus(total: torch.Tensor, term: torch.Tensor | None) -> torch.Tensor:
+    return total if term is None else total + term
 
 
 class DoubleQObjective(Objective):
@@ -52,14 +110,13 @@ class DoubleQObjective(Objective):
 
     def __init__(self, make_network: Callable[[], QNetwork], n_items: int, rewards: RewardSource, lr: float,
                  gamma: float, negatives: int = 10, second_lr: float | None = None, rank_by: str = "ce",
-                 weight_decay: float = 0.0, augment_weight: float = 0.0, augment_q: bool = True,
-                 augment_rewards: Callable[[Batch], torch.Tensor] | None = None, align_weight: float = 0.0,
-                 augment_weighting: str = "fixed") -> None:
+                 weight_decay: float = 0.0, extra_terms: ExtraTerms | None = None) -> None:
         self.networks = nn.ModuleList([make_network(), make_network()])
         self.n_items = n_items
         self.rewards = rewards
         self.gamma = gamma
         self.k = negatives
+        self.extra_terms: ExtraTerms = extra_terms or NoExtraTerms()
         # Two optimisers per copy, as in the published code: the first for the warm-up loss, the second
         # (created fresh, so with empty Adam moments) for the loss after the switch.
         self.optimizers = [torch.optim.Adam(n.parameters(), lr=lr, weight_decay=weight_decay) for n in self.networks]
@@ -67,12 +124,6 @@ class DoubleQObjective(Objective):
                                   for n in self.networks]
         self._scorer = RankingModel(self.networks[0], rank_by)
         self.steps = 0
-        # LEA (used only when the batch carries LE inputs, see learec.rl.le_inputs)
-        self.augment_weight = augment_weight
-        self.augment_q = augment_q
-        self.augment_rewards = augment_rewards
-        self.augment_weighting = augment_weighting
-        self.align_weight = align_weight
         # under torchrun (distribute): DDP wrappers of the two copies, and one generator, seeded alike on
         # every rank, that picks the main copy, so all ranks update (and all-reduce) the same copy
         self._train_networks: list[nn.Module] = list(self.networks)
@@ -82,76 +133,61 @@ class DoubleQObjective(Objective):
     def in_second_phase(self) -> bool:
         return False
 
-    def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
-                     batch: Batch) -> torch.Tensor | None:
-        """Per-transition weight of the CE term (detached); ``None`` means 1."""
-        return None
-
-    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
-                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-        """``[B, k]`` weights of the augmented actions' CE terms (detached), as ``actor_weight`` weighs the logged
-        action's; ``None`` means 1. Used with ``lea.augment_weighting=actor``."""
+    def actor_weights(self, q_actions: torch.Tensor, actions: torch.Tensor, q_logged: torch.Tensor,
+                      q_negatives: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+        """``[B, n]`` weights (detached) of the CE terms of ``actions`` ``[B, n]`` whose Q-values are
+        ``q_actions``; ``None`` means 1. The logged action is ``n = 1``; ``q_logged`` and ``q_negatives`` are
+        the step's, for a baseline."""
         return None
 
     # --- one step ----------------------------------------------------------------------------------
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch, side: SideInputs | None = None) -> dict[str, float]:
         main_index = int(torch.randint(0, 2, (1,), generator=self.main_generator).item())
         main, target = self.networks[main_index], self.networks[1 - main_index]
         state, length, action = batch["state"], batch["length"], batch["action"]
-        le, le_next = batch.get("le_state"), batch.get("le_next_state")  # +SM: LE states for the critic
-        augmented = batch.get("le_aug_items")  # +LEA: augmented positive actions [B, k]
-        aug_mask = batch.get("le_aug_mask")  # 0 where a slot holds no augmented action
-        use_augmented_q = augmented is not None and self.augment_q
-        reward = self.rewards.logged(batch)
+        extra, extra_next = (side.state, side.next_state) if side is not None else (None, None)  # critic input
+        terms = self.extra_terms
+        in_place = self.uses_negatives or terms.bootstraps_in_place(side)
+        reward = self.rewards.logged(batch, side)
 
         with torch.no_grad():
-            if self.uses_negatives or use_augmented_q:  # one target pass over s' and s (these bootstrap from s)
+            if in_place:  # one target pass over s' and s (actions that leave the user in s bootstrap from s)
                 both = target.q_values(torch.cat([batch["next_state"], state]), torch.cat([batch["next_length"], length]),
-                                       le=_cat(le_next, le))
+                                       le=_cat(extra_next, extra))
                 q_next_target, q_cur_target = both.split(len(action))
             else:
-                q_next_target = target.q_values(batch["next_state"], batch["next_length"], le=le_next)
-            q_next_main = main.q_values(batch["next_state"], batch["next_length"], le=le_next)
+                q_next_target = target.q_values(batch["next_state"], batch["next_length"], le=extra_next)
+            q_next_main = main.q_values(batch["next_state"], batch["next_length"], le=extra_next)
             y = td_targets(reward, self.gamma, q_next_target, q_next_main, batch["done"])
 
-        q, logits, backbone_state = self._train_networks[main_index](state, length, le=le, return_state=True)
+        q, logits, backbone_state = self._train_networks[main_index](state, length, le=extra, return_state=True)
         q_logged = q.gather(1, action.view(-1, 1)).squeeze(1)
         loss_q = 0.5 * (y - q_logged).pow(2)
-        if self.uses_negatives or use_augmented_q:
-            with torch.no_grad():  # bootstrap of actions that leave the user where they are
-                stay = q_cur_target.gather(1, q.detach().argmax(dim=1, keepdim=True))
+        stay_bootstrap = None
+        if in_place:
+            with torch.no_grad():
+                stay_bootstrap = self.gamma * q_cur_target.gather(1, q.detach().argmax(dim=1, keepdim=True))
 
         q_neg = None
         if self.uses_negatives:
-            negatives = batch["le_neg_items"] if "le_neg_items" in batch else sample_negatives(action, self.n_items, self.k)
+            given = side.neg_items if side is not None else None
+            negatives = given if given is not None else sample_negatives(action, self.n_items, self.k)
             with torch.no_grad():
                 # The user did not move: next state = current state, reward from the reward source (0).
-                y_neg = self.rewards.negatives(batch, negatives) + self.gamma * stay
+                y_neg = self.rewards.negatives(batch, negatives, side) + stay_bootstrap
             q_neg = q.gather(1, negatives)
             loss_q = loss_q + 0.5 * (y_neg - q_neg).pow(2).sum(dim=1)
-        if use_augmented_q:
-            # augmented actions were not taken: like negatives, the next state is the current one
-            with torch.no_grad():
-                y_aug = self.augment_rewards(batch) + self.gamma * stay
-            sq = 0.5 * (y_aug - q.gather(1, augmented)).pow(2)
-            loss_q = loss_q + (sq if aug_mask is None else sq * aug_mask).sum(dim=1)
+
+        q_logged_d, q_neg_d = q_logged.detach(), None if q_neg is None else q_neg.detach()
+        step = Step(batch, side, main, q, logits, backbone_state, q_logged_d, q_neg_d, stay_bootstrap,
+                    lambda q_actions, actions: self.actor_weights(q_actions, actions, q_logged_d, q_neg_d, logits))
+        loss_q = _plus(loss_q, terms.q_loss(step))  # extra terms (learec.lea's), where the objective has them
 
         ce = F.cross_entropy(logits, action, reduction="none")
-        weight = self.actor_weight(q_logged.detach(), None if q_neg is None else q_neg.detach(), logits, batch)
-        loss_ce = ce if weight is None else ce * weight
-        if augmented is not None and self.augment_weight:
-            logp = torch.log_softmax(logits, dim=1).gather(1, augmented)
-            mask = torch.ones_like(logp) if aug_mask is None else aug_mask
-            aug_weight = None
-            if self.augment_weighting == "actor":
-                aug_weight = self.augment_actor_weight(q.detach().gather(1, augmented), q_logged.detach(),
-                                                       None if q_neg is None else q_neg.detach(), logits, batch)
-            weighted = mask if aug_weight is None else mask * aug_weight
-            ce_aug = -(logp * weighted).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            loss_ce = loss_ce + self.augment_weight * ce_aug
-        loss = loss_q + loss_ce
-        if self.align_weight and le is not None and main.align_proj is not None:
-            loss = loss + self.align_weight * (1 - F.cosine_similarity(main.align_proj(backbone_state), le, dim=1))
+        weight = step.actor_weights(q_logged_d.view(-1, 1), action.view(-1, 1))
+        loss_ce = ce if weight is None else ce * weight.squeeze(1)
+        loss_ce = _plus(loss_ce, terms.actor_loss(step))
+        loss = _plus(loss_q + loss_ce, terms.loss(step))
         loss = loss.mean()
 
         second = self.in_second_phase()
@@ -191,3 +227,18 @@ class DoubleQObjective(Objective):
             opt.load_state_dict(s)
         if self.main_generator is not None and "main_generator" in state:
             self.main_generator.set_state(state["main_generator"])
+
+
+def double_q_arguments(ctx: BuildContext) -> dict[str, Any]:
+    """The constructor arguments every double-Q objective takes, from ``ctx`` and its ``rl:`` settings."""
+    rl = ctx.settings
+    rewards = ctx.rewards or EventTypeRewards(ctx.event_types, rl.rewards, rl.default_reward)
+    device = ctx.device
+
+    def make_network() -> nn.Module:
+        network = ctx.make_network() if ctx.make_network is not None else ranking_network(ctx.cfg, ctx.n_items, critic=True)
+        return network.to(device)
+
+    return dict(make_network=make_network, n_items=ctx.n_items, rewards=rewards, lr=ctx.cfg.train.lr,
+                gamma=rl.gamma, negatives=rl.negatives, rank_by=rl.rank_by, weight_decay=ctx.cfg.train.weight_decay,
+                extra_terms=ctx.extra_terms)

@@ -1,7 +1,8 @@
-"""Where rewards come from. The trainers ask one interface; the LLM environment will plug in here.
+"""Where rewards come from. The trainers ask one interface, ``RewardSource``.
 
 A reward source maps a batch of transitions (and, for SNQN/SA2C, their sampled negative actions) to
-rewards. The published setting is a reward per event type (click 0.2, purchase 1.0) and 0 for negatives.
+rewards; it may also read the batch's side inputs (learec.lea's LE rewards do). The published setting is
+a reward per event type (click 0.2, purchase 1.0) and 0 for negatives.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import Protocol
 import torch
 
 from learec.errors import UserError
-from learec.rl.base import Batch
+from learec.rl.base import Batch, SideInputs
 
 
 class RewardSource(Protocol):
-    def logged(self, batch: Batch) -> torch.Tensor:
+    def logged(self, batch: Batch, side: SideInputs | None = None) -> torch.Tensor:
         """Reward of each transition's logged action: ``[B]`` float."""
 
-    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+    def negatives(self, batch: Batch, negatives: torch.Tensor, side: SideInputs | None = None) -> torch.Tensor:
         """Rewards of sampled negative actions ``[B, K]`` -> ``[B, K]`` float."""
 
 
@@ -36,8 +37,8 @@ class EventTypeRewards:
         self.table = torch.tensor([rewards.get(t, default) for t in event_types], dtype=torch.float32)
         self.negative = negative
 
-    def logged(self, batch: Batch) -> torch.Tensor:
+    def logged(self, batch: Batch, side: SideInputs | None = None) -> torch.Tensor:
         return self.table.to(batch["event"].device)[batch["event"].long()]
 
-    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+    def negatives(self, batch: Batch, negatives: torch.Tensor, side: SideInputs | None = None) -> torch.Tensor:
         return torch.full(negatives.shape, self.negative, dtype=torch.float32, device=negatives.device)

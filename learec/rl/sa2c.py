@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from learec.rl.base import Batch
+from learec.rl.double_q import double_q_arguments
+from learec.rl.registry import CRITIC, NEGATIVES, WEIGHTED_ACTOR, BuildContext, register_objective
 from learec.rl.snqn import SNQN
 
 
@@ -29,23 +30,12 @@ class SA2C(SNQN):
     def in_second_phase(self) -> bool:
         return self.steps >= self.warmup_steps
 
-    def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
-                     batch: Batch) -> torch.Tensor | None:
+    def actor_weights(self, q_actions: torch.Tensor, actions: torch.Tensor, q_logged: torch.Tensor,
+                      q_negatives: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+        """Each action's clipped advantage against the logged action's baseline, times the off-policy
+        correction if on; 1 (``None``) during the warm-up."""
         if not self.in_second_phase():
             return None
-        actions = batch["action"].view(-1, 1)
-        return self._weights(q_logged.view(-1, 1), actions, q_logged, q_negatives, logits).squeeze(1)
-
-    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
-                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-        # each augmented action's own advantage, against the same baseline as the logged action's
-        if not self.in_second_phase():
-            return None
-        return self._weights(q_augmented, batch["le_aug_items"], q_logged, q_negatives, logits)
-
-    def _weights(self, q_actions: torch.Tensor, actions: torch.Tensor, q_logged: torch.Tensor,
-                 q_negatives: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
-        """``[B, n]`` clipped advantages of ``actions`` ``[B, n]``, times the off-policy correction if on."""
         baseline = torch.cat([q_logged.view(-1, 1), q_negatives], dim=1).mean(dim=1, keepdim=True)
         weight = (q_actions - baseline).clamp(*self.clip)
         if self.behaviour is not None:
@@ -53,3 +43,13 @@ class SA2C(SNQN):
             pi = torch.softmax(logits.detach(), dim=1).gather(1, actions)
             weight = weight * (pi / self.behaviour[actions]).clamp(max=self.correction_clip)
         return weight
+
+
+def build(ctx: BuildContext) -> SA2C:
+    rl = ctx.settings
+    return SA2C(**double_q_arguments(ctx), second_lr=rl.actor_lr, warmup_steps=rl.warmup_steps,
+                advantage_clip=rl.advantage_clip, correction_clip=rl.correction_clip,
+                item_popularity=ctx.item_counts if rl.off_policy_correction else None)
+
+
+register_objective("sa2c", build, section="rl", traits=(CRITIC, NEGATIVES, WEIGHTED_ACTOR))

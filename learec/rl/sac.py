@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from learec.rl.base import Batch
-from learec.rl.double_q import DoubleQObjective
+from learec.rl.double_q import DoubleQObjective, double_q_arguments
+from learec.rl.registry import CRITIC, WEIGHTED_ACTOR, BuildContext, register_objective
 
 
 class SAC(DoubleQObjective):
@@ -18,10 +18,13 @@ class SAC(DoubleQObjective):
     def in_second_phase(self) -> bool:
         return self.steps >= self.warmup_steps
 
-    def actor_weight(self, q_logged: torch.Tensor, q_negatives: torch.Tensor | None, logits: torch.Tensor,
-                     batch: Batch) -> torch.Tensor | None:
-        return q_logged if self.in_second_phase() else None
+    def actor_weights(self, q_actions: torch.Tensor, actions: torch.Tensor, q_logged: torch.Tensor,
+                      q_negatives: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+        return q_actions if self.in_second_phase() else None
 
-    def augment_actor_weight(self, q_augmented: torch.Tensor, q_logged: torch.Tensor,
-                             q_negatives: torch.Tensor | None, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
-        return q_augmented if self.in_second_phase() else None
+
+def build(ctx: BuildContext) -> SAC:
+    return SAC(**double_q_arguments(ctx), warmup_steps=ctx.settings.sac_warmup_steps)
+
+
+register_objective("sac", build, section="rl", traits=(CRITIC, WEIGHTED_ACTOR))

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learec.rl.base import Batch, Objective
+from learec.rl.base import Batch, Objective, SideInputs
+from learec.models.ranking import RankingModel
+from learec.rl.registry import BuildContext, register_objective
 
 
 class CrossEntropyObjective(Objective):
@@ -18,7 +20,7 @@ class CrossEntropyObjective(Objective):
         self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if params else None
         self._train_model = model  # the DDP wrapper under torchrun (distribute)
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def train_step(self, batch: Batch, side: SideInputs | None = None) -> dict[str, float]:
         logits = self._train_model(batch["state"], batch["length"])
         loss = F.cross_entropy(logits, batch["action"])
         self.optimizer.zero_grad(set_to_none=True)
@@ -40,3 +42,11 @@ class CrossEntropyObjective(Objective):
         self.model.load_state_dict(state["model"])
         if self.optimizer and state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+def build(ctx: BuildContext) -> CrossEntropyObjective:
+    model = RankingModel.from_config(ctx.cfg, ctx.n_items, critic=False).to(ctx.device)
+    return CrossEntropyObjective(model, lr=ctx.cfg.train.lr, weight_decay=ctx.cfg.train.weight_decay)
+
+
+register_objective("ce", build)

@@ -52,7 +52,9 @@ def load_trained_model(cfg: Config, run_dir: Path, n_items: int, item_counts: to
         raise UserError(f"{path} does not exist",
                         "train the run first (`learec train`), or use the other checkpoint (best/last)")
     weights = checkpoint_weights(path)
-    model = RankingModel.from_config(cfg, n_items, item_counts, le_state_dim=le_state_dim_of(weights))
+    # the weights say which network was trained (a Q-head: the RL family's), whatever the objective's name
+    critic = any(".q_head." in key for key in weights)
+    model = RankingModel.from_config(cfg, n_items, item_counts, le_state_dim=le_state_dim_of(weights), critic=critic)
     try:
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, KeyError, ValueError) as err:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,10 +29,14 @@ from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
-from learec.rl import Objective, build_objective
+from learec.lea import build_objective, negatives_per_step
+from learec.rl import Objective
 from learec.train.checkpoints import load_trained_model
 from learec.train.trainer import Trainer
 from learec.utils import atomic_write_json, seed_everything
+
+if TYPE_CHECKING:
+    from learec.lea.inputs import LEInputs
 
 log = logging.getLogger("learec")
 
@@ -49,7 +53,7 @@ def objective_for(cfg: Config, data: PreparedData, le_state_dim: int = 0) -> Obj
     return build_objective(cfg, data.n_items, counts, data.event_types, le_state_dim=le_state_dim)
 
 
-def check_le_cache(run_dir: Path, le_inputs: Any, pin: bool = False) -> None:
+def check_le_cache(run_dir: Path, le_inputs: LEInputs, pin: bool = False) -> None:
     """Refuse LE labels other than those the run was trained on (recorded in ``le_cache.json``; with
     ``pin``, a run without a record gets one). The pipeline also names the key in the config."""
     path = run_dir / "le_cache.json"
@@ -64,13 +68,13 @@ def check_le_cache(run_dir: Path, le_inputs: Any, pin: bool = False) -> None:
         atomic_write_json(path, {"key": key, "labels": str(le_inputs.cache.path)})
 
 
-def le_inputs_for(cfg: Config, data: PreparedData) -> Any:
+def le_inputs_for(cfg: Config, data: PreparedData) -> LEInputs | None:
     """The LE cache reader for ``cfg.lea`` (None when no LE input is used)."""
     if not cfg.lea.enabled:
         return None
-    from learec.rl.le_inputs import LEInputs
+    from learec.lea.inputs import LEInputs  # reads learec.env's cache format: imported only when used
 
-    return LEInputs(cfg.lea, data, negatives=cfg.rl.negatives if cfg.objective in ("snqn", "sa2c") else None)
+    return LEInputs(cfg.lea, data, negatives=negatives_per_step(cfg))
 
 
 @contextmanager

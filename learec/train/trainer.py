@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from learec.data.prepared import PreparedData
 from learec.data.splits import Transitions
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
-from learec.rl import Objective
+from learec.rl import Objective, SideInputs
 from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, seed_everything
 from learec.utils import error_summary, load_torch_file
 
@@ -102,11 +102,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+class LEReader(Protocol):
+    """The LE inputs of the training transitions and evaluation events (learec.lea.inputs.LEInputs)."""
+
+    def batch(self, idx: np.ndarray, device: str | torch.device) -> SideInputs: ...
+
+    def eval_features(self, split: str) -> dict[str, np.ndarray]: ...
+
+
 class Trainer:
     def __init__(self, cfg: Config, data: PreparedData, objective: Objective, run_dir: Path,
-                 le_inputs: Any = None) -> None:
+                 le_inputs: LEReader | None = None) -> None:
         self.cfg = cfg
-        self.le_inputs = le_inputs  # learec.rl.le_inputs.LEInputs: adds LE tensors to each batch (LEA)
+        self.le_inputs = le_inputs  # LEA: each batch's side input for the objective
         self.data = data
         self.objective = objective
         self.run_dir = run_dir
@@ -227,9 +235,8 @@ class Trainer:
                 idx = rank_rows(order[b * bs:(b + 1) * bs], rank, world)
                 idx = np.sort(idx)  # sorted: contiguous reads from memory-mapped arrays
                 batch = make_batch(train, idx, cfg.train.device)
-                if self.le_inputs is not None:
-                    self.le_inputs.add_to_batch(batch, idx, cfg.train.device)
-                logs = self.objective.train_step(batch)
+                side = self.le_inputs.batch(idx, cfg.train.device) if self.le_inputs is not None else None
+                logs = self.objective.train_step(batch, side)
                 for key, value in logs.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n_steps += 1

@@ -1,4 +1,4 @@
-"""What the RL trainers read from the LE labelling cache (+SM, +RM, +LEA), batch by batch.
+"""The reader of the LE labelling cache for the RL trainers (+SM, +RM, +LEA): one ``LEBatch`` per batch.
 
 The cache rows line up with the training transitions (same prepared data, checked by its key). Arrays
 stay memory-mapped; each batch gathers its rows. LE rewards are standardised with the mean and standard
@@ -18,14 +18,12 @@ from learec.config import LEAConfig
 from learec.data.prepared import PreparedData
 from learec.env.label import LabelCache, cache_problem, load_label_cache
 from learec.errors import UserError
-from learec.rl.base import Batch
-from learec.rl.rewards import RewardSource
+from learec.lea.batch import LEBatch
 
 
 class LEInputs:
-    """Per-batch LE tensors for the transitions of ``data``: ``le_state``, ``le_next_state``,
-    ``le_reward_z``, ``le_neg_items``, ``le_neg_reward_z``, ``le_aug_items``, ``le_aug_reward_z``
-    (only those the config uses)."""
+    """The LE inputs of the transitions of ``data`` (only those the config uses), batch by batch; the label
+    cache of ``cfg.cache``, checked against the data and ``cfg.cache_key``."""
 
     def __init__(self, cfg: LEAConfig, data: PreparedData, negatives: int | None = None) -> None:
         path = Path(cfg.cache or "") / "label"
@@ -89,53 +87,35 @@ class LEInputs:
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))
 
-    def add_to_batch(self, batch: Batch, idx: np.ndarray, device: str | torch.device) -> None:
+    def batch(self, idx: np.ndarray, device: str | torch.device) -> LEBatch:
+        """The LE inputs of the training transitions ``idx`` (sorted), on ``device``.
+
+        With a labelled negative pool larger than ``rl.negatives``, the draw from it uses the torch RNG
+        (checkpointed with the run)."""
         cfg, cache = self.cfg, self.cache
-        extra: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         if cfg.state:
             states = cache[cfg.state_source]
-            extra["le_state"] = torch.from_numpy(np.asarray(states[idx], dtype=np.float32))
+            out["state"] = torch.from_numpy(np.asarray(states[idx], dtype=np.float32))
             nxt = np.minimum(idx + 1, self.n - 1)  # s' of a transition is the state of the user's next one
             next_state = np.asarray(states[nxt], dtype=np.float32)
             next_state[self.done[idx]] = 0.0  # episode over: never bootstrapped, but keep it clean
-            extra["le_next_state"] = torch.from_numpy(next_state)
+            out["next_state"] = torch.from_numpy(next_state)
         if cfg.reward:
-            extra["le_reward_z"] = self._z(cache["reward"][idx])
+            out["reward_z"] = self._z(cache["reward"][idx])
         if cfg.use_cached_negatives:
             neg_items = np.asarray(cache["neg_items"][idx], dtype=np.int64)
             neg_rewards = np.asarray(cache["neg_rewards"][idx]) if cfg.reward else None
-            if neg_items.shape[1] > self.k_neg:  # draw from the pool (torch RNG: checkpointed with the run)
+            if neg_items.shape[1] > self.k_neg:  # draw rl.negatives of the pool afresh
                 cols = torch.rand(len(idx), neg_items.shape[1]).argsort(dim=1)[:, : self.k_neg].numpy()
                 neg_items = np.take_along_axis(neg_items, cols, 1)
                 neg_rewards = np.take_along_axis(neg_rewards, cols, 1) if neg_rewards is not None else None
-            extra["le_neg_items"] = torch.from_numpy(neg_items)
+            out["neg_items"] = torch.from_numpy(neg_items)
             if neg_rewards is not None:
-                extra["le_neg_reward_z"] = self._z(neg_rewards)
+                out["neg_reward_z"] = self._z(neg_rewards)
         if cfg.augment and self.k_aug:
             aug = np.asarray(cache["aug_items"][idx, : self.k_aug], dtype=np.int64)
-            extra["le_aug_mask"] = torch.from_numpy((aug >= 0).astype(np.float32))  # -1: no action in the slot
-            extra["le_aug_items"] = torch.from_numpy(np.maximum(aug, 0))
-            extra["le_aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
-        for key, value in extra.items():
-            batch[key] = value.to(device)
-
-
-class LERewards:
-    """+RM: ``base + scale * z`` for the logged action and the labelled negatives (``z``: standardised LE reward)."""
-
-    def __init__(self, base: RewardSource, scale: float) -> None:
-        self.base = base
-        self.scale = scale
-
-    def logged(self, batch: Batch) -> torch.Tensor:
-        return self.base.logged(batch) + self.scale * batch["le_reward_z"]
-
-    def negatives(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
-        if "le_neg_items" not in batch or not torch.equal(negatives, batch["le_neg_items"]):
-            raise RuntimeError("LE rewards exist only for the labelled negatives (lea.cached_negatives)")
-        return self.base.negatives(batch, negatives) + self.scale * batch["le_neg_reward_z"]
-
-
-def augmented_rewards(base: RewardSource, batch: Batch, scale: float) -> torch.Tensor:
-    """Reward of each augmented action ``[B, k]``: the logged action's base reward plus its LE bonus."""
-    return base.logged(batch)[:, None] + scale * batch["le_aug_reward_z"]
+            out["aug_mask"] = torch.from_numpy((aug >= 0).astype(np.float32))  # -1: no action in the slot
+            out["aug_items"] = torch.from_numpy(np.maximum(aug, 0))
+            out["aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
+        return LEBatch(**out).to(device)

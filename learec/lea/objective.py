@@ -1,0 +1,44 @@
+"""The objective of a config with the LE parts its ``lea:`` section asks for.
+
+learec.rl builds the published method; this adds, through the hooks it offers (learec.rl.registry's
+``rewards``, ``make_network`` and ``extra_terms``): +SM's LE state at the Q-head (and the alignment
+projection), +RM's reward source, and +LEA's terms for augmented actions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learec.config import Config
+from learec.lea.rewards import LERewards
+from learec.lea.terms import LEATerms
+from learec.models.qnetwork import QNetwork
+from learec.models.ranking import ranking_network
+from learec.rl import EventTypeRewards, Objective, build_objective as build_rl_objective
+from learec.rl.registry import NEGATIVES, has_trait
+
+
+def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_types: list[str] | None = None,
+                    le_state_dim: int = 0) -> Objective:
+    """``cfg``'s objective; with ``cfg.lea`` on, with its LE parts (``le_state_dim``: width of the LE
+    states for +SM, 0 without them)."""
+    lea = cfg.lea
+    if not lea.enabled:
+        return build_rl_objective(cfg, n_items, item_counts, event_types)
+    rl = cfg.rl
+    base = EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
+    le_rewards = LERewards(base, lea.reward_scale)
+
+    def make_network() -> QNetwork:  # with +SM, the LE state at the Q-head (and the alignment projection)
+        return ranking_network(cfg, n_items, le_state_dim=le_state_dim, critic=True)
+
+    terms = LEATerms(le_rewards, augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
+                     augment_weighting=lea.augment_weighting, align_weight=lea.align_weight)
+    return build_rl_objective(cfg, n_items, item_counts, event_types, rewards=le_rewards if lea.reward else base,
+                              make_network=make_network, extra_terms=terms)
+
+
+def negatives_per_step(cfg: Config) -> int | None:
+    """How many of a transition's labelled negatives a step uses: ``rl.negatives`` for an objective that
+    samples negatives, ``None`` (all of them; unused) for one that does not."""
+    return cfg.rl.negatives if has_trait(cfg.objective, NEGATIVES) else None
