@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from learec.data.loaders.options import LoaderOptions
 from learec.errors import UserError
 from learec.models.registry import BACKBONES
+from learec.rl.registry import (CRITIC, NEGATIVES, WEIGHTED_ACTOR, filled_sections, has_trait, objective_names,
+                                objective_spec)
 
 
 class _Strict(BaseModel):
@@ -296,15 +298,11 @@ class Config(_Strict):
     @field_validator("objective")
     @classmethod
     def _objective_is_registered(cls, name: str) -> str:
-        from learec.rl.registry import objective_spec  # imports learec.rl, which registers the built-in ones
-
         objective_spec(name)
         return name
 
     @model_validator(mode="after")
     def _objective_sections(self) -> "Config":
-        from learec.rl.registry import filled_sections
-
         filled = filled_sections(self.objective, self.objectives)
         self.objectives.clear()  # in place: assigning would validate the whole model again
         self.objectives.update(filled)
@@ -312,8 +310,6 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _lea_needs_rl_and_cache(self) -> "Config":
-        from learec.rl.registry import CRITIC, NEGATIVES, WEIGHTED_ACTOR, has_trait, objective_names
-
         if self.lea.state_to_actor and not self.lea.state:
             raise ValueError("lea.state_to_actor needs lea.state=true")
         if self.lea.augment_k is not None and not self.lea.augment:

@@ -41,7 +41,7 @@ from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import augmentation_quality, le_quality, plot_quality
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
-from learec.train.run import log_to_file
+from learec.rundir import exclusive_run_dir, log_to_file
 from learec.utils import atomic_torch_save, atomic_write_json, load_torch_file, stable_hash
 
 log = logging.getLogger("learec")
@@ -315,8 +315,12 @@ def report_key(labels_key: str, cfg: Config) -> str:
 
 @contextlib.contextmanager
 def _run_log(run: LERun) -> Iterator[None]:
-    """The run's le.log, written by rank 0 (the other ranks log warnings to stderr only)."""
-    with log_to_file(run.run_dir, "le.log") if is_main() else contextlib.nullcontext():
+    """The run's le.log, written by rank 0 (the other ranks log warnings to stderr only), which also holds
+    the run directory's lock: one LE stage writes a run directory at a time."""
+    if not is_main():
+        yield
+        return
+    with exclusive_run_dir(run.run_dir, "LE run"), log_to_file(run.run_dir, "le.log"):
         yield
 
 

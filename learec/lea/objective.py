@@ -14,7 +14,9 @@ from learec.lea.rewards import LERewards
 from learec.lea.terms import LEATerms
 from learec.models.qnetwork import QNetwork
 from learec.models.ranking import ranking_network
-from learec.rl import EventTypeRewards, Objective, build_objective as build_rl_objective
+from learec.rl.base import Objective
+from learec.rl.build import build_objective as build_rl_objective
+from learec.rl.rewards import EventTypeRewards
 from learec.rl.registry import NEGATIVES, has_trait
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from learec.lea.batch import LEBatch
-from learec.rl import Batch, RewardSource, SideInputs
+from learec.rl.base import Batch, SideInputs
+from learec.rl.rewards import RewardSource
 
 
 def _le(side: SideInputs | None) -> LEBatch:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from learec.lea.batch import LEBatch
 from learec.lea.rewards import LERewards
-from learec.rl import SideInputs, Step
+from learec.rl.base import SideInputs
+from learec.rl.double_q import Step
 
 
 class LEATerms:

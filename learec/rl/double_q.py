@@ -16,7 +16,7 @@ they see of the step).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,10 @@ from torch import nn
 from learec.rl.base import Batch, Objective, SideInputs
 from learec.models.qnetwork import QNetwork
 from learec.models.ranking import RankingModel, ranking_network
-from learec.rl.registry import BuildContext
 from learec.rl.rewards import EventTypeRewards, RewardSource
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 def td_targets(reward: torch.Tensor, gamma: float, q_next_target: torch.Tensor, q_next_selector: torch.Tensor,

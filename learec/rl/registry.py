@@ -1,11 +1,11 @@
-"""Objectives by name, and the one place a config becomes an objective (``build_objective``).
+"""Objectives by name: what each one is called, which typed config it reads, and what it can do.
 
-Each method registers itself in its own module (learec/rl/sqn.py, ...) with a build function and the
-typed config it reads: either a shared section of the Config (the SQN family reads ``rl:``) or its own
+An objective is a module with a build function (``build(ctx: BuildContext) -> Objective``, see
+learec.rl.build) plus one registration here: ``register_objective(name, build, section=|settings=,
+traits=)``. It reads either a shared section of the Config (the SQN family reads ``rl:``) or its own
 pydantic model, filled from ``objectives.<name>:`` in the YAML (``--set objectives.<name>.<key>=...``).
-learec.config validates ``objective`` and those sections against this registry, so adding an objective
-is one module that defines and registers it, imported before the config is loaded (learec.rl imports
-the built-in ones).
+This module imports no torch: learec.config validates ``objective`` and those sections against it, and
+the built-in objectives are named by ``"module:function"`` and imported only when first built.
 
 Traits say what an objective is, for checks elsewhere that must not hard-code names (e.g. LEA needs a
 critic): ``CRITIC`` (the double-Q family: a Q-head that accepts an extra critic input, extra loss terms and
@@ -15,58 +15,35 @@ term per action).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
 from pydantic import BaseModel, ValidationError
-from torch import nn
-
-from learec.models.ranking import RankingModel
-from learec.rl.base import Objective
 
 if TYPE_CHECKING:
     from learec.config import Config
-    from learec.models.base import Backbone
-    from learec.rl.double_q import ExtraTerms
-    from learec.rl.rewards import RewardSource
+    from learec.rl.base import Objective
+    from learec.rl.build import BuildContext
 
 CRITIC = "critic"
 NEGATIVES = "negatives"
 WEIGHTED_ACTOR = "weighted_actor"
 
 
-@dataclass
-class BuildContext:
-    """What a build function gets: the config, its typed settings and the data's sizes, plus optional
-    replacements from outside learec.rl (learec.lea passes them; a plain run passes none)."""
-
-    cfg: Config
-    settings: Any  # the objective's typed config (e.g. RLConfig), None if it declares none
-    n_items: int
-    item_counts: torch.Tensor
-    event_types: list[str]
-    rewards: RewardSource | None = None  # replaces the config's rewards per event type
-    make_network: Callable[[], nn.Module] | None = None  # replaces the default network of each copy
-    extra_terms: ExtraTerms | None = None  # loss terms added to the objective's own
-
-    @property
-    def device(self) -> str:
-        return self.cfg.train.device
-
-    def make_backbone(self) -> Backbone:
-        from learec.models import build_backbone
-
-        return build_backbone(self.cfg.model.backbone, self.n_items, self.cfg.data.history, self.cfg.model)
-
-
 @dataclass(frozen=True)
 class ObjectiveSpec:
     name: str
-    build: Callable[[BuildContext], Objective]
+    build: Callable[[BuildContext], Objective] | str  # or "module:function", imported when first built
     section: str | None = None  # a shared section of the Config it reads, e.g. "rl"
     settings: type[BaseModel] | None = None  # or its own section, objectives.<name>, validated by this model
     traits: frozenset[str] = frozenset()
+
+    def builder(self) -> Callable[[BuildContext], Objective]:
+        if callable(self.build):
+            return self.build
+        module, _, function = self.build.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     def settings_of(self, cfg: Config) -> Any:
         if self.section is not None:
@@ -79,10 +56,11 @@ class ObjectiveSpec:
 _OBJECTIVES: dict[str, ObjectiveSpec] = {}
 
 
-def register_objective(name: str, build: Callable[[BuildContext], Objective], *, section: str | None = None,
+def register_objective(name: str, build: Callable[[BuildContext], Objective] | str, *, section: str | None = None,
                        settings: type[BaseModel] | None = None, traits: tuple[str, ...] | frozenset[str] = ()
                        ) -> ObjectiveSpec:
-    """Make ``objective: name`` build ``build(ctx)``; ``section`` or ``settings`` says which typed config it reads."""
+    """Make ``objective: name`` build ``build(ctx)``; ``section`` or ``settings`` says which typed config it reads.
+    ``build`` may be ``"module:function"``, imported when the objective is first built."""
     if name in _OBJECTIVES:
         raise ValueError(f"an objective named {name!r} is already registered")
     if section is not None and settings is not None:
@@ -130,24 +108,10 @@ def filled_sections(objective: str, sections: dict[str, Any]) -> dict[str, dict[
     return out
 
 
-def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_types: list[str] | None = None, *,
-                    rewards: RewardSource | None = None, make_network: Callable[[], nn.Module] | None = None,
-                    extra_terms: ExtraTerms | None = None) -> Objective:
-    """The objective named by ``cfg.objective`` around the backbone named by ``cfg.model.backbone``.
-
-    Networks are placed on ``cfg.train.device`` before their optimisers are made. ``rewards``,
-    ``make_network`` and ``extra_terms`` replace or extend the defaults of an objective that accepts them
-    (the ``CRITIC`` trait); learec.lea builds its objectives this way.
-    """
-    if cfg.model.backbone == "pop":
-        # Popularity has nothing to learn; wrapping it keeps the trainer's path uniform.
-        from learec.rl.supervised import CrossEntropyObjective
-
-        return CrossEntropyObjective(RankingModel.from_config(cfg, n_items, item_counts).to(cfg.train.device),
-                                     lr=cfg.train.lr)
-    spec = objective_spec(cfg.objective)
-    ctx = BuildContext(cfg, spec.settings_of(cfg), n_items, item_counts, event_types or ["interaction"], rewards,
-                       make_network, extra_terms)
-    if CRITIC not in spec.traits and (rewards is not None or make_network is not None or extra_terms is not None):
-        raise ValueError(f"objective {spec.name!r} takes no reward source, network or extra loss terms from outside")
-    return spec.build(ctx)
+# The built-in objectives, in the order the papers introduced them. Their modules load torch, so they are
+# named here and imported only when built: the config validates names and traits without torch.
+register_objective("ce", "learec.rl.supervised:build")
+register_objective("sqn", "learec.rl.sqn:build", section="rl", traits=(CRITIC,))
+register_objective("sac", "learec.rl.sac:build", section="rl", traits=(CRITIC, WEIGHTED_ACTOR))
+register_objective("snqn", "learec.rl.snqn:build", section="rl", traits=(CRITIC, NEGATIVES))
+register_objective("sa2c", "learec.rl.sa2c:build", section="rl", traits=(CRITIC, NEGATIVES, WEIGHTED_ACTOR))

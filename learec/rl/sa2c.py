@@ -8,11 +8,15 @@ clipped above (off by default).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from learec.rl.double_q import double_q_arguments
-from learec.rl.registry import CRITIC, NEGATIVES, WEIGHTED_ACTOR, BuildContext, register_objective
 from learec.rl.snqn import SNQN
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 class SA2C(SNQN):
@@ -51,5 +55,3 @@ def build(ctx: BuildContext) -> SA2C:
                 advantage_clip=rl.advantage_clip, correction_clip=rl.correction_clip,
                 item_popularity=ctx.item_counts if rl.off_policy_correction else None)
 
-
-register_objective("sa2c", build, section="rl", traits=(CRITIC, NEGATIVES, WEIGHTED_ACTOR))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from learec.rl.double_q import DoubleQObjective, double_q_arguments
-from learec.rl.registry import CRITIC, WEIGHTED_ACTOR, BuildContext, register_objective
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 class SAC(DoubleQObjective):
@@ -26,5 +30,3 @@ class SAC(DoubleQObjective):
 def build(ctx: BuildContext) -> SAC:
     return SAC(**double_q_arguments(ctx), warmup_steps=ctx.settings.sac_warmup_steps)
 
-
-register_objective("sac", build, section="rl", traits=(CRITIC, WEIGHTED_ACTOR))

@@ -4,8 +4,14 @@ Each negative has reward 0 (from the reward source) and the current state as its
 did not move. Its TD loss is summed over the K negatives, as in the published code.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from learec.rl.double_q import DoubleQObjective, double_q_arguments
-from learec.rl.registry import CRITIC, NEGATIVES, BuildContext, register_objective
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 class SNQN(DoubleQObjective):
@@ -15,5 +21,3 @@ class SNQN(DoubleQObjective):
 def build(ctx: BuildContext) -> SNQN:
     return SNQN(**double_q_arguments(ctx))
 
-
-register_objective("snqn", build, section="rl", traits=(CRITIC, NEGATIVES))

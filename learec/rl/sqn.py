@@ -1,7 +1,13 @@
 """SQN (Xin et al., SIGIR 2020): cross-entropy plus one-step double Q-learning on the same backbone."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from learec.rl.double_q import DoubleQObjective, double_q_arguments
-from learec.rl.registry import CRITIC, BuildContext, register_objective
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 class SQN(DoubleQObjective):
@@ -11,5 +17,3 @@ class SQN(DoubleQObjective):
 def build(ctx: BuildContext) -> SQN:
     return SQN(**double_q_arguments(ctx))
 
-
-register_objective("sqn", build, section="rl", traits=(CRITIC,))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,9 @@ from torch import nn
 
 from learec.rl.base import Batch, Objective, SideInputs
 from learec.models.ranking import RankingModel
-from learec.rl.registry import BuildContext, register_objective
+
+if TYPE_CHECKING:
+    from learec.rl.build import BuildContext
 
 
 class CrossEntropyObjective(Objective):
@@ -48,5 +50,3 @@ def build(ctx: BuildContext) -> CrossEntropyObjective:
     model = RankingModel.from_config(ctx.cfg, ctx.n_items, critic=False).to(ctx.device)
     return CrossEntropyObjective(model, lr=ctx.cfg.train.lr, weight_decay=ctx.cfg.train.weight_decay)
 
-
-register_objective("ce", build)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,7 +30,8 @@ from learec.devices import run_device
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
 from learec.lea import build_objective, negatives_per_step
-from learec.rl import Objective
+from learec.rundir import exclusive_run_dir, log_to_file
+from learec.rl.base import Objective
 from learec.train.checkpoints import load_trained_model
 from learec.train.trainer import Trainer
 from learec.utils import atomic_write_json, seed_everything
@@ -77,22 +78,6 @@ def le_inputs_for(cfg: Config, data: PreparedData) -> LEInputs | None:
     return LEInputs(cfg.lea, data, negatives=negatives_per_step(cfg))
 
 
-@contextmanager
-def log_to_file(run_dir: Path, name: str = "train.log") -> Iterator[None]:
-    """Copy the ``learec`` log into ``run_dir/name`` while the block runs."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / name)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("learec")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-
-
 def _on_rank_device(cfg: Config) -> Config:
     """``cfg`` on this process's device (learec.devices.run_device: refused if missing; under torchrun,
     ``cuda`` is this rank's GPU)."""
@@ -117,6 +102,19 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
         raise UserError("a config is needed to start a run")
     # under torchrun every rank must use rank 0's directory (a time-stamped default could differ)
     run_dir = Path(run_dir) if run_dir else distributed.broadcast_object(default_run_dir(cfg))
+    created = not run_dir.exists()
+    # one writer per run directory (rank 0 writes for all ranks)
+    with exclusive_run_dir(run_dir) if distributed.is_main() else nullcontext():
+        try:
+            return _train_in(cfg, run_dir, resume)
+        except UserError:
+            # bad input found before anything was trained: leave no empty run directory behind
+            if created and distributed.is_main() and not (run_dir / "checkpoints").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
+def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]:
     saved_path = run_dir / "config.yaml"
     if resume and saved_path.is_file():
         saved = load_config(saved_path)

@@ -32,7 +32,7 @@ from learec.data.prepared import PreparedData
 from learec.data.splits import Transitions
 from learec.errors import UserError
 from learec.evaluate.evaluator import evaluate
-from learec.rl import Objective, SideInputs
+from learec.rl.base import Objective, SideInputs
 from learec.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, seed_everything
 from learec.utils import error_summary, load_torch_file
 
