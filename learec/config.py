@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,7 +22,12 @@ from learec.rl.registry import (CRITIC, NEGATIVES, WEIGHTED_ACTOR, filled_sectio
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never a setting: a learning rate of .inf would train to NaN and write zeros
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# every seed reaches torch.manual_seed, which takes at most 64 bits
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 # The torch device names learec runs on (torch's own syntax, limited to these kinds). Only the name is
@@ -45,7 +50,7 @@ class DataConfig(_Strict):
     min_user_interactions: int = Field(0, ge=0, description="k-core: users with fewer are dropped")
     min_item_interactions: int = Field(0, ge=0, description="k-core: items with fewer are dropped")
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
     text_template: str | None = Field(None, description="item text, e.g. '{title} ({year}), genres: {genres}'")
     loaders: LoaderOptions = Field(default_factory=LoaderOptions, description="per-dataset loader settings "
                                    "(README, Datasets): data.loaders.<dataset>.<key>")
@@ -121,7 +126,7 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    ks: list[int] = [5, 10, 20]
+    ks: list[Annotated[int, Field(ge=1)]] = Field([5, 10, 20], min_length=1)
     batch_size: int = Field(1024, ge=1)
     exclude_seen: bool = Field(False, description="mask items of the state window (off in the published protocol)")
     metric: str = Field("ndcg@10", description="validation metric for model selection, e.g. ndcg@10 or "
@@ -202,7 +207,7 @@ class LELabelConfig(_Strict):
     pca_dim: int = Field(0, ge=0, description="also store states reduced by PCA to this width; 0 = off")
     batch_rows: int = Field(4, ge=1, description="LM passes (user windows) per batch")
     users_per_shard: int = Field(32, ge=1, description="users labelled between progress saves (resume points)")
-    seed: int = Field(0, ge=0, description="seeds the labelled negatives")
+    seed: Seed = Field(0, description="seeds the labelled negatives")
 
     @model_validator(mode="after")
     def _aug_k_within_candidates(self) -> "LELabelConfig":
@@ -228,7 +233,7 @@ class LEConfig(_Strict):
     device: str = Field("cpu", description="of the LM: cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     threads: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     progress: bool = True
     item_tokens: ItemTokenConfig = ItemTokenConfig()
     model: LEModelConfig = LEModelConfig()
@@ -281,7 +286,7 @@ class LEAConfig(_Strict):
 
 
 class Config(_Strict):
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     objective: str = Field("ce", description="training objective, by its registered name (learec.rl.registry): "
                            "ce, sqn, sac, snqn, sa2c, or one registered by a plugin")
     data: DataConfig = DataConfig()
@@ -399,14 +404,31 @@ def build_config(tree: dict[str, Any], source: str = "config") -> Config:
         raise _format_validation_error(err, source) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Config file {path} does not exist", "give the path of a YAML file, e.g. configs/ml100k_sasrec.yaml")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as err:
+        raise UserError(f"Config file {path} is not UTF-8 text ({err.reason} at byte {err.start})",
+                        "save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise UserError(f"Config file {path} is not valid YAML: {err}") from None
+        raise UserError(f"Config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(tree, dict):
         raise UserError(f"Config file {path} must hold a mapping of keys to values at the top level")
     return tree

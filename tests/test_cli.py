@@ -147,3 +147,26 @@ def test_stats_of_own_data_find_its_last_preparation(data_dir, capsys, tmp_path)
 def test_generated_data_are_made_on_first_use(data_dir, capsys):
     assert main(["data", "stats", "synthetic", "--json"]) == 0  # no `learec data fetch synthetic` first
     assert json.loads(capsys.readouterr().out)["users"] > 0
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("seed=123456789012345678901234", "'seed'"),
+    ("eval.ks=[0, 10]", "'eval.ks.0'"),
+    ("eval.ks=[]", "'eval.ks'"),
+    ("train.lr=.inf", "'train.lr'"),
+    ("rl.gamma=.nan", "'rl.gamma'"),
+    ("le.label.seed=-3", "'le.label.seed'"),
+])
+def test_out_of_range_settings_are_one_line_errors(data_dir, capsys, setting, key):
+    err = _user_error(capsys, ["config", "show", "--set", setting])
+    assert key in err.splitlines()[0]
+
+
+def test_config_files_with_a_key_twice_or_not_utf8_are_refused(data_dir, capsys, tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  epochs: 3\n  lr: 0.01\n  epochs: 5\n")
+    err = _user_error(capsys, ["config", "show", "--config", str(twice)])
+    assert "'epochs' is given twice" in err and "line 4" in err
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("data:\n  text_template: 'caf\xe9 {title}'\n".encode("latin-1"))
+    assert "is not UTF-8" in _user_error(capsys, ["config", "show", "--config", str(latin)])

@@ -17,7 +17,7 @@ from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.env.batches import uniform_negatives, unseen_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
-from learec.env.label import cache_problem, load_label_cache
+from learec.env.label import SHARDS, cache_problem, load_label_cache
 from learec.env.model import LEModel, plan_segments
 from learec.env.packed import decoder_of
 from learec.env.run import LERun
@@ -228,9 +228,13 @@ def test_label_cache_resumes_detects_stale_and_corrupt(data_dir: Path, caplog: p
     assert cache_problem(run.run_dir / "label") == "incomplete"
     with pytest.raises(UserError, match="incomplete"):
         load_label_cache(run.run_dir / "label")
+    # a shard truncated by a crash (or the disk) is labelled again, not fatal
+    shard = next((run.run_dir / "label" / SHARDS).glob("*.npz"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     resumed = LERun(data_dir.parent / "killed").label()
     for name, arr in whole.items():
         assert np.array_equal(np.asarray(resumed[name]), arr), name
+    assert "cannot be read" in caplog.text
 
     # a corrupt array is detected and rebuilt, never used
     reward = run.run_dir / "label" / "reward.npy"

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from learec.distributed import barrier, broadcast_object, is_main, rank, world_s
 from learec.env.batches import pack_rows, segment_rows, uniform_negatives, user_items
 from learec.env.model import LEModel, Segment, plan_segments
 from learec.errors import UserError
-from learec.utils import atomic_savez, atomic_write_json, stable_hash
+from learec.utils import atomic_savez, atomic_write_json, error_summary, stable_hash
 
 log = logging.getLogger("learec")
 
@@ -136,6 +137,26 @@ def _user_blocks(train: Transitions) -> list[tuple[int, int, int]]:
 
 def _shard_file(out_dir: Path, shard: int) -> Path:
     return out_dir / SHARDS / f"{shard:06d}.npz"
+
+
+def _shard_is_sound(out_dir: Path, shard: int, spec: dict[str, tuple[tuple[int, ...], str]],
+                    rows: tuple[int, int]) -> bool:
+    """Whether shard ``shard`` is saved whole; a truncated or foreign file is deleted (and so relabelled)."""
+    path = _shard_file(out_dir, shard)
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as part:
+            sound = all(part[name].shape == (rows[1] - rows[0], *shape[1:]) for name, (shape, _) in spec.items())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("LE labelling shard %s cannot be read (%s): labelling it again", path, error_summary(err))
+        sound = False
+    else:
+        if not sound:
+            log.warning("LE labelling shard %s does not fit this cache: labelling it again", path)
+    if not sound:
+        path.unlink()
+    return sound
 
 
 def _join_shards(out_dir: Path, spec: dict[str, tuple[tuple[int, ...], str]], rows: list[tuple[int, int]]) -> None:
@@ -242,7 +263,7 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
         (out_dir / SHARDS).mkdir(parents=True, exist_ok=True)
         if not resumable:
             atomic_write_json(out_dir / MANIFEST, manifest)
-        todo = [s for s in range(len(shard_blocks)) if not _shard_file(out_dir, s).is_file()]
+        todo = [s for s in range(len(shard_blocks)) if not _shard_is_sound(out_dir, s, spec, shard_rows[s])]
         if len(todo) < len(shard_blocks):
             log.info("LE labelling resumes: %d of %d shards of users left", len(todo), len(shard_blocks))
     mine = broadcast_object(todo)[rank()::world_size()]
