@@ -161,7 +161,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     changes_results = [s for s in args.le_set if s.split("=", 1)[0].strip() not in RESULT_NEUTRAL_SETTINGS]
     if changes_results and not args.out:
         runtime = ", ".join(sorted(k for k in RESULT_NEUTRAL_SETTINGS if k.startswith("le.")))
-        raise UserError(f"--le-set {changes_results[0]} needs --out DIR", "give each LE setting its own output "
+        raise UserError(f"--le-set {changes_results[0]} needs --run-dir DIR", "give each LE setting its own output "
                         f"directory, so runs of another setting are not replaced (only {runtime} can be set "
                         "without one)")
     run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out,
@@ -287,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
     p.add_argument("--le-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2; "
-                   "needs --out unless it only sets le.threads, le.progress or le.device")
-    p.add_argument("--out", help="output directory instead of the file's `out` (the LE run and the report go "
-                   "inside it); with --le-set, one directory per point of an LE ablation")
+                   "needs --run-dir unless it only sets le.threads, le.progress or le.device")
+    p.add_argument("--run-dir", "--out", dest="out", help="output directory instead of the file's `out` (the LE "
+                   "run and the report go inside it); with --le-set, one directory per point of an LE ablation "
+                   "(--out is the same flag)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what each stage would do (LE stages from their keys, then every selected grid cell "
                    "as in `learec grid --dry-run`) without loading the LLM or running anything")

@@ -170,3 +170,18 @@ def test_config_files_with_a_key_twice_or_not_utf8_are_refused(data_dir, capsys,
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("data:\n  text_template: 'caf\xe9 {title}'\n".encode("latin-1"))
     assert "is not UTF-8" in _user_error(capsys, ["config", "show", "--config", str(latin)])
+
+
+def test_progress_bars_stay_off_when_output_is_not_a_terminal(data_dir, capsys, tmp_path):
+    # a log file (or a pipe) would fill with carriage-return lines
+    generate_synthetic_log(raw_dir("synthetic"), n_users=30, n_items=20)
+    sets = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.backbone=gru4rec",
+            "model.hidden=8", "train.epochs=1", "train.progress=true", "eval.batch_size=4", "train.batch_size=8"]
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 0\n")
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "\r" not in out.err and "it/s" not in out.err

@@ -190,10 +190,19 @@ def test_committed_lea_and_le_configs_line_up() -> None:
 
 def test_le_set_without_out_is_refused(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.train.epochs=1"]) == 2
-    assert "--le-set le.train.epochs=1 needs --out" in capsys.readouterr().err
+    assert "--le-set le.train.epochs=1 needs --run-dir" in capsys.readouterr().err
     # a setting that enters no stage key (how many threads) changes no result: it needs no --out
     assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.threads=1", "--dry-run"]) == 0
     assert "item tokens" in capsys.readouterr().out
+
+
+def test_pipeline_output_flag_is_run_dir_as_elsewhere_with_out_kept(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    for flag in ("--run-dir", "--out"):
+        out = workdir / f"point{flag}"
+        argv = ["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--le-set", "le.train.epochs=1", flag, str(out),
+                "--dry-run"]
+        assert main(argv) == 0
+        assert str(out) in capsys.readouterr().out
 
 
 def test_sensitivity_is_plotted_only_against_several_finished_values(tmp_path: Path) -> None:

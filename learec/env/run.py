@@ -50,7 +50,7 @@ log = logging.getLogger("learec")
 def _progress(cfg: Config):
     if not cfg.le.progress or not is_main():  # one progress bar: rank 0's
         return None
-    return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    return lambda it, desc: tqdm(it, desc=desc, leave=False, dynamic_ncols=True, disable=None)  # None: a terminal only
 
 
 def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> Config:

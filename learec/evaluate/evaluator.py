@@ -44,7 +44,7 @@ def compute_ranks(scorer: Scorer, data: EvalSet, batch_size: int = 1024, exclude
         scorer.eval()
     first, stop, _ = (rows or slice(0, len(data))).indices(len(data))
     ranks = np.empty(max(stop - first, 0), dtype=np.int64)
-    for start in tqdm(range(first, stop, batch_size), desc=desc, disable=not progress, leave=False):
+    for start in tqdm(range(first, stop, batch_size), desc=desc, disable=None if progress else True, leave=False):
         sl = slice(start, min(start + batch_size, stop))
         hist = torch.from_numpy(np.asarray(data.history[sl], dtype=np.int64)).to(device)
         length = torch.from_numpy(np.asarray(data.length[sl], dtype=np.int64)).to(device)

@@ -90,7 +90,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_run_cell, p.run_dir, workers > 1): p.run_dir for p in todo}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run"):
+        for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run", disable=None):
             if future.result() != 0:
                 failed.append(str(futures[future]))
     write_table(grid)

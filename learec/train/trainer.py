@@ -228,7 +228,7 @@ class Trainer:
             n_steps = 0
             t0 = time.time()
             bar = tqdm(range(p.step_in_epoch, n_batches), desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
-                       disable=not (cfg.train.progress and distributed.is_main()), leave=False, mininterval=1.0)
+                       disable=None if cfg.train.progress and distributed.is_main() else True, leave=False, mininterval=1.0)
             for b in bar:
                 if cfg.train.max_steps and p.global_step >= cfg.train.max_steps:
                     break  # also after a resume from a checkpoint taken at the budget
