@@ -59,6 +59,16 @@ def test_negative_samplers() -> None:
     assert not np.isin(unseen_items(rng, seen, 1000, 5), seen).any()
 
 
+def test_cut_descriptions_are_warned_about(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, tokenizer = LERun(data_dir.parent / "run", smoke_config()).lm()
+    texts = [" is a short one.", " is " + "a very long description of an item " * 10 + "."]
+    full = tokenize_descriptions(tokenizer, texts, 10_000)
+    with caplog.at_level("WARNING", logger="learec.env"):
+        cut = tokenize_descriptions(tokenizer, texts, len(full[0]))
+    assert cut[0] == full[0] and cut[1] == full[1][: len(full[0])]
+    assert "1 of 2 item descriptions (50%)" in caplog.text and "max_text_tokens" in caplog.text
+
+
 def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(data_dir: Path) -> None:
     cfg = smoke_config("le.item_tokens.epochs=8", "le.item_tokens.lr=0.05")
     run = LERun(data_dir.parent / "run", cfg)

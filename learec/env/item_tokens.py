@@ -8,6 +8,7 @@ that describe it; training then sharpens it. A user's history later reads as a s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from learec.config import ItemTokenConfig
+
+log = logging.getLogger("learec.env")
 
 
 def describe_items(item_text: list[str], describe: str) -> list[str]:
@@ -29,6 +32,12 @@ def describe_items(item_text: list[str], describe: str) -> list[str]:
 def tokenize_descriptions(tokenizer: Any, texts: list[str], max_tokens: int) -> list[list[int]]:
     """Token ids of each description (no special tokens), cut to ``max_tokens``; never empty."""
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    cut = sum(len(t) > max_tokens for t in ids)
+    if cut:  # the LM then learns to describe items by a prefix of their text only
+        longest = max(len(t) for t in ids)
+        log.warning("%d of %d item descriptions (%.0f%%) are longer than le.item_tokens.max_text_tokens=%d tokens "
+                    "(the longest has %d) and are cut; raise it to keep them whole", cut, len(ids),
+                    100 * cut / len(ids), max_tokens, longest)
     fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     return [list(t[:max_tokens]) or [fallback] for t in ids]
 
