@@ -49,6 +49,10 @@ class LEInputs:
             raise UserError(f"lea.state_source={cfg.state_source} but the LE cache {path} has no such array",
                             "label with le.label.pca_dim > 0, or use lea.state_source=state")
         self.state_dim = int(cache[cfg.state_source].shape[1]) if cfg.state else 0
+        # lea.standardise_states: per-dimension mean/std over the training rows (raw LE states ride on a large
+        # constant offset); identity otherwise
+        self.state_mean, self.state_std = (state_moments(cache[cfg.state_source])
+                                           if cfg.state and cfg.standardise_states else (None, None))
         rewards = np.asarray(cache["reward"], dtype=np.float64)
         self.mean = float(rewards.mean())
         std = float(rewards.std())
@@ -69,7 +73,7 @@ class LEInputs:
         from learec.env.eval_states import EVAL_STATES
 
         if self._eval_states is not None:  # checked once, then read at every validation
-            return {"le": self._eval_states[split]}
+            return {"le": self._standardised(self._eval_states[split])}
         path = Path(self.cfg.cache or "") / EVAL_STATES
         how = f"run `learec env label --run-dir {self.cfg.cache} --eval-states`"
         problem = cache_problem(path)
@@ -82,7 +86,12 @@ class LEInputs:
             raise UserError(f"The LE states of the evaluation events in {path} were made by another LE or for other "
                             "data than the labels this run trains on", how)
         self._eval_states = states
-        return {"le": states[split]}
+        return {"le": self._standardised(states[split])}
+
+    def _standardised(self, states: np.ndarray) -> np.ndarray:
+        if self.state_mean is None:
+            return states
+        return ((np.asarray(states, dtype=np.float64) - self.state_mean) / self.state_std).astype(np.float32)
 
     def _z(self, values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32))
@@ -96,12 +105,12 @@ class LEInputs:
         out: dict[str, torch.Tensor] = {}
         if cfg.state:
             states = cache[cfg.state_source]
-            out["state"] = torch.from_numpy(np.asarray(states[idx], dtype=np.float32))
+            out["state"] = torch.from_numpy(np.asarray(self._standardised(states[idx]), dtype=np.float32))
             nxt = np.minimum(idx + 1, self.n - 1)  # s' of a transition is the state of the user's next one
-            next_state = np.asarray(states[nxt], dtype=np.float32)
+            next_state = np.asarray(self._standardised(states[nxt]), dtype=np.float32)
             next_state[self.done[idx]] = 0.0  # episode over: never bootstrapped, but keep it clean
             out["next_state"] = torch.from_numpy(next_state)
-        if cfg.reward:
+        if cfg.reward or (cfg.augment and self.k_aug and cfg.augment_reward == "bounded"):  # bounded: vs z_logged
             out["reward_z"] = self._z(cache["reward"][idx])
         if cfg.use_cached_negatives:
             neg_items = np.asarray(cache["neg_items"][idx], dtype=np.int64)
@@ -119,3 +128,14 @@ class LEInputs:
             out["aug_items"] = torch.from_numpy(np.maximum(aug, 0))
             out["aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
         return LEBatch(**out).to(device)
+
+
+def state_moments(states: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std (float64) of ``states`` ``[n, d]``, read in row chunks (a memory-mapped cache
+    need not fit in memory); a constant dimension gets std 1, so it standardises to 0."""
+    blocks = [slice(lo, lo + chunk) for lo in range(0, len(states), chunk)]
+    # two passes (mean, then squared deviations): no cancellation for dimensions with a large offset
+    mean = sum(np.asarray(states[b], dtype=np.float64).sum(axis=0) for b in blocks) / len(states)
+    var = sum(((np.asarray(states[b], dtype=np.float64) - mean) ** 2).sum(axis=0) for b in blocks) / len(states)
+    std = np.sqrt(var)
+    return mean, np.where(std > 1e-12, std, 1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from learec.config import Config
-from learec.lea.rewards import LERewards
+from learec.lea.rewards import AugmentedRewards, LERewards
 from learec.lea.terms import LEATerms
 from learec.models.qnetwork import QNetwork
 from learec.models.ranking import ranking_network
@@ -34,9 +34,14 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
     def make_network() -> QNetwork:  # with +SM, the LE state at the Q-head (and the alignment projection)
         return ranking_network(cfg, n_items, le_state_dim=le_state_dim, critic=True)
 
+    logged_rewards = le_rewards if lea.reward else base
+    # lea.augment_reward ties the augmented actions' rewards to the logged action's as trained on
+    augmented = AugmentedRewards(le_rewards, logged_rewards, lea.augment_reward)
     terms = LEATerms(le_rewards, augment_weight=lea.augment_weight if lea.augment else 0.0, augment_q=lea.augment_q,
-                     augment_weighting=lea.augment_weighting, align_weight=lea.align_weight)
-    return build_rl_objective(cfg, n_items, item_counts, event_types, rewards=le_rewards if lea.reward else base,
+                     augment_weighting=lea.augment_weighting, align_weight=lea.align_weight,
+                     augmented_rewards=augmented, augment_next_state=lea.augment_next_state,
+                     augment_confidence=lea.augment_confidence, pad=n_items)
+    return build_rl_objective(cfg, n_items, item_counts, event_types, rewards=logged_rewards,
                               make_network=make_network, extra_terms=terms)
 
 

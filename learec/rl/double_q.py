@@ -68,6 +68,9 @@ class Step:
     # are (negatives); only when the objective samples negatives or the extra terms ask for it
     stay_bootstrap: torch.Tensor | None
     actor_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]  # the objective's, for [B, n] actions
+    # the target copy (unwrapped) and the discount, for terms that bootstrap other next states themselves
+    target: QNetwork | None = None
+    gamma: float = 0.0
 
 
 class ExtraTerms(Protocol):
@@ -182,7 +185,8 @@ class DoubleQObjective(Objective):
 
         q_logged_d, q_neg_d = q_logged.detach(), None if q_neg is None else q_neg.detach()
         step = Step(batch, side, main, q, logits, backbone_state, q_logged_d, q_neg_d, stay_bootstrap,
-                    lambda q_actions, actions: self.actor_weights(q_actions, actions, q_logged_d, q_neg_d, logits))
+                    lambda q_actions, actions: self.actor_weights(q_actions, actions, q_logged_d, q_neg_d, logits),
+                    target=target, gamma=self.gamma)
         loss_q = _plus(loss_q, terms.q_loss(step))  # extra terms (learec.lea's), where the objective has them
 
         ce = F.cross_entropy(logits, action, reduction="none")
