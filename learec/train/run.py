@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from learec import distributed
-from learec.config import Config, config_differences, load_config
+from learec.config import Config, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.errors import UserError
@@ -32,6 +32,7 @@ from learec.evaluate.evaluator import evaluate
 from learec.lea import build_objective, negatives_per_step
 from learec.rundir import exclusive_run_dir, log_to_file
 from learec.rl.base import Objective
+from learec.stages import check_saved_config
 from learec.train.checkpoints import load_trained_model
 from learec.train.trainer import Trainer
 from learec.utils import atomic_write_json, seed_everything
@@ -117,12 +118,8 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
 def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]:
     saved_path = run_dir / "config.yaml"
     if resume and saved_path.is_file():
-        saved = load_config(saved_path)
-        if cfg is not None and cfg.to_dict() != saved.to_dict():
-            raise UserError(f"The config given differs from the one {run_dir} was started with: "
-                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
-                            "resume without --config/--set, or start a new run in another --run-dir")
-        cfg = saved
+        cfg = check_saved_config(cfg, load_config(saved_path), run_dir,
+                                 "resume without --config/--set, or start a new run in another --run-dir")
         if (run_dir / "metrics.json").is_file():
             log.info("run %s is already finished", run_dir)
             return json.loads((run_dir / "metrics.json").read_text())
