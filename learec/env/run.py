@@ -11,8 +11,9 @@ Layout::
     le_report.json/.png  LE quality on validation users
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
-otherwise it is (re)done. The keys, and the status each stage's files give, are in :mod:`learec.env.stages`:
-the stages here act on the same status that ``learec pipeline --dry-run`` prints. A killed stage resumes: LE training per epoch, labelling per shard of users.
+otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users. The
+keys, and the status each stage's files give, are in :mod:`learec.env.stages`: the stages here act on the
+same status that ``learec pipeline --dry-run`` prints.
 
 Under ``torchrun`` (see :mod:`learec.distributed`) rank 0 alone writes the config, the item tokens (the
 others wait, then load them), the LE weights, the log and the report; LE training and labelling are
