@@ -1,7 +1,8 @@
 """The dry run and the real run agree on every LE stage: for each state a stage's files can be in (missing,
 current, stale by a changed input, interrupted, corrupt), the status ``learec pipeline --dry-run`` prints
 (:func:`learec.env.stages.le_status`) matches what the run then does: ``current`` is not remade, ``to make``,
-``stale`` and ``partial`` are (``partial`` resumes), and afterwards every stage is current."""
+``stale`` and ``partial`` are (``partial`` resumes), and afterwards every stage is current. Likewise a
+training run's status (:func:`learec.train.outputs.train_status`) and ``learec train``."""
 
 from __future__ import annotations
 
@@ -178,3 +179,39 @@ def test_a_run_refuses_another_config_naming_the_keys_that_differ(data_dir: Path
     with pytest.raises(UserError, match=r"differs from the one .* le\.train\.epochs: 1 -> 3") as err:
         LERun(run_dir, _config("le.train.epochs=3"))
     assert "another --run-dir" in err.value.hint
+
+
+def test_train_status_and_learec_train_agree(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training run's status (what `learec grid --dry-run` plans from) and what `learec train` does:
+    ``to make`` trains, ``current`` (finished) trains nothing, ``partial`` resumes from its checkpoint."""
+    from learec.train import run as train_mod
+    from learec.train.outputs import train_status
+    from learec.train.run import train_run
+
+    cfg = load_config(None, ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.hidden=16",
+                             "model.backbone=gru4rec", "train.epochs=1", "train.threads=1", "train.progress=false",
+                             "eval.batch_size=512"])
+    run_dir = data_dir.parent / "run"
+    assert train_status(run_dir).state is State.TO_MAKE
+    metrics = train_run(cfg, run_dir)
+    assert train_status(run_dir).current
+
+    real_trainer = train_mod.Trainer
+    monkeypatch.setattr(train_mod, "Trainer", None)  # a finished run builds no trainer
+    assert train_run(None, run_dir, resume=True)["test"] == metrics["test"]
+
+    (run_dir / "metrics.json").unlink()  # as if killed after its last checkpoint
+    status = train_status(run_dir)
+    assert (status.state, status.detail) == (State.PARTIAL, "validated up to epoch 1")
+    with pytest.raises(UserError, match="already holds a run"):
+        train_run(cfg, run_dir)
+    resumed: list[bool] = []
+
+    class Spy(real_trainer):  # type: ignore[misc, valid-type]
+        def load_checkpoint(self) -> bool:
+            resumed.append(super().load_checkpoint())
+            return resumed[-1]
+
+    monkeypatch.setattr(train_mod, "Trainer", Spy)
+    train_run(None, run_dir, resume=True)
+    assert resumed == [True] and train_status(run_dir).current
