@@ -17,7 +17,6 @@ what each stage and each grid cell would do, without loading the LLM.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -74,7 +73,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     and ``out`` replaces the output directory, so one file serves every point of an LE ablation; ``only``
     and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`. With
     ``dry_run``, print what each stage would do (:func:`print_dry_run`) and run nothing."""
-    from learec.env.run import LERun, report_key
+    from learec.env.run import LERun
+    from learec.env.stages import REPORT
     from learec.report import build_report
 
     path = Path(path)
@@ -92,8 +92,9 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
                         f"(e.g. {mismatched[0]}): the labels would not line up with the transitions",
                         "give the LE config and the grid the same data settings")
 
+    eval_states = any(cfg.lea.state_to_actor for cfg in selected)  # their CE head reads LE states at evaluation
     if dry_run:
-        print_dry_run(grid, le_cfg, le_run_dir, only, reuse, workers, threads)
+        print_dry_run(grid, le_cfg, le_run_dir, only, reuse, workers, threads, eval_states)
         return report_dir
 
     print(f"[1/4] LE: item tokens and LE training -> {le_run_dir}")
@@ -102,10 +103,10 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print("[2/4] LE: labelling every training transition, and the LE quality report")
     cache = le.label()
     assert cache is not None
-    if any(cfg.lea.state_to_actor for cfg in selected):  # their CE head reads LE states at evaluation
+    if eval_states:
         le.eval_states()
-    if not _report_is_current(le_run_dir / "le_report.json", report_key(cache.key, le.cfg)):
-        le.report()  # stamped with its report_key
+    if not REPORT.status(le_run_dir, le.cfg, cache.key).current:
+        le.report()  # stamped with its key
 
     print(f"[3/4] RL grid -> {grid.out}")
     grid = with_le_cache(grid, le_run_dir, cache.key)
@@ -118,30 +119,21 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
 
 
 def print_dry_run(grid: Grid, le_cfg: Config, le_run_dir: Path, only: list[str] | None,
-                  reuse: list[Path] | None, workers: int, threads: int | None) -> None:
-    """The LE stages' status from their keys, then the grid's plan (:func:`learec.grid.plan_grid`). Until the
-    labels are complete, the cells that read them wait: their config names the labels' key."""
-    from learec.env.run import report_key, stage_status
+                  reuse: list[Path] | None, workers: int, threads: int | None, eval_states: bool = False) -> None:
+    """The LE stages' status (:func:`learec.env.stages.le_status`, what the run itself acts on), then the
+    grid's plan (:func:`learec.grid.plan_grid`). Until the labels are complete, the cells that read them
+    wait: their config names the labels' key."""
+    from learec.data.prepared import prepare
+    from learec.env.stages import LABELLING, le_status
 
-    status, cache_key = stage_status(le_cfg, le_run_dir)
-    if cache_key is not None:
-        current = _report_is_current(le_run_dir / "le_report.json", report_key(cache_key, le_cfg))
-        status["LE report"] = "current" if current else "to make"
+    statuses = le_status(le_cfg, le_run_dir, prepare(le_cfg.data), eval_states=eval_states)
     print(f"LE run {le_run_dir}:")
-    for stage, what in status.items():
-        print(f"  {stage:<12} {what}")
+    for status in statuses:
+        print(f"  {status.stage:<12} {status.detail}")
+    cache_key = next(s.key for s in statuses if s.stage == LABELLING.name)
     grid = with_le_cache(grid, le_run_dir, cache_key or "pending")
     plans = plan_grid(grid, only, reuse, threads, workers)
     if cache_key is None:  # planned against a placeholder key, so a folder of theirs would look stale
         plans = [replace(p, status="waits", detail="for the LE labels") if p.cfg.lea.enabled else p for p in plans]
     print(f"RL grid {grid.out}:")
     print_plan(plans, grid.out, redo_stale=True)
-
-
-def _report_is_current(path: Path, key: str) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        return json.loads(path.read_text()).get("report_key") == key
-    except (OSError, ValueError):
-        return False

@@ -11,7 +11,9 @@ Layout::
     le_report.json/.png  LE quality on validation users
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
-otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users.
+otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users. The
+keys, and the status each stage's files give, are in :mod:`learec.env.stages`: the stages here act on the
+same status that ``learec pipeline --dry-run`` prints.
 
 Under ``torchrun`` (see :mod:`learec.distributed`) rank 0 alone writes the config, the item tokens (the
 others wait, then load them), the LE weights, the log and the report; LE training and labelling are
@@ -36,13 +38,16 @@ from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
-from learec.env.label import SHARDS, LabelCache, cache_problem, label_transitions, load_label_cache
+from learec.env.label import LabelCache, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, weights_hash
 from learec.env.report import augmentation_quality, le_quality, plot_quality
+from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, negatives,
+                               read_item_tokens)
 from learec.env.train import subset_users, train_le_model, training_lengths
 from learec.errors import UserError
 from learec.rundir import exclusive_run_dir, log_to_file
-from learec.utils import atomic_torch_save, atomic_write_json, load_torch_file, stable_hash
+from learec.stages import State, check_saved_config
+from learec.utils import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("learec")
 
@@ -66,87 +71,13 @@ def resolve_config(cfg: Config | None, run_dir: Path, replace: bool = False) -> 
             log.info("LE config of %s changed: %s", run_dir, ", ".join(config_differences(cfg.to_dict(), saved.to_dict())))
             cfg.save(saved_path)
             return cfg
-        if cfg is not None and cfg.to_dict() != saved.to_dict():
-            raise UserError(f"The config given differs from the one {run_dir} was started with: "
-                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
-                            "drop --config/--set to continue it, or use another --run-dir")
-        return saved
+        return check_saved_config(cfg, saved, run_dir, "drop --config/--set to continue it, or use another --run-dir")
     if cfg is None:
         raise UserError(f"{run_dir} is not an LE run directory (no config.yaml)",
                         "start one with `learec env train --config FILE --run-dir DIR`")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(saved_path)
     return cfg
-
-
-def _item_tokens_key(cfg: Config, data: PreparedData) -> str:
-    return stable_hash({"lm": cfg.le.lm, "dtype": cfg.le.dtype, "item_tokens": cfg.le.item_tokens.model_dump(),
-                        "data": data.manifest["key"], "seed": cfg.le.seed})
-
-
-def _le_key(cfg: Config, data: PreparedData) -> str:
-    return stable_hash({"item_tokens": _item_tokens_key(cfg, data), "model": cfg.le.model.model_dump(),
-                        "train": cfg.le.train.model_dump(), "seed": cfg.le.seed})
-
-
-def _negatives(cfg: Config) -> int:
-    return cfg.le.label.negatives or cfg.rl.negatives
-
-
-def _label_fingerprint(cfg: Config, data: PreparedData, le_weights: str) -> dict[str, Any]:
-    """What the labels depend on; ``le_weights`` is the LE's weights hash (also kept in ``le/done.json``)."""
-    label = cfg.le.label.model_dump()
-    label["negatives"] = _negatives(cfg)
-    return {"lm": cfg.le.lm or "default", "le_weights": le_weights, "data": data.manifest["key"],
-            "label": label, "window": cfg.le.model.window, "transitions": len(data.train)}
-
-
-def _read_item_tokens(path: Path) -> dict[str, Any]:
-    """``item_tokens.pt`` as written by :meth:`LERun._train_item_tokens`, read safely (no pickle)."""
-    hint = f"delete it: `learec env train --run-dir {path.parent}` trains the item tokens again"
-    saved = load_torch_file(path, hint)
-    if not isinstance(saved, dict) or not isinstance(saved.get("embeddings"), torch.Tensor) or "report" not in saved:
-        raise UserError(f"{path} does not hold item tokens", hint)
-    return saved
-
-
-def stage_status(cfg: Config, run_dir: Path) -> tuple[dict[str, str], str | None]:
-    """What the LE stages of ``run_dir`` would do with ``cfg`` (item tokens, LE training, labelling), read
-    from the keys in their files: no LM is loaded and the run directory is not written (the data cache
-    may be prepared). Returns a status per stage and the labelling cache's key when it is complete and
-    current (else None)."""
-    data = prepare(cfg.data)
-    tokens = run_dir / "item_tokens.pt"
-    if not tokens.is_file():
-        status = {"item tokens": "to train"}
-    elif _read_item_tokens(tokens).get("key") == _item_tokens_key(cfg, data):
-        status = {"item tokens": "current"}
-    else:
-        status = {"item tokens": "made from other inputs: retrain"}
-    done_path = run_dir / "le" / "done.json"
-    done = json.loads(done_path.read_text()) if done_path.is_file() else None
-    if done is not None and done.get("key") == _le_key(cfg, data):
-        status["LE training"] = f"done ({done.get('users', '?')} users)"
-    elif done is not None:
-        status["LE training"] = "made from other inputs: retrain"
-    elif (run_dir / "le" / "train_state.pt").is_file():
-        status["LE training"] = "interrupted: resumes if made from the same inputs"
-    else:
-        status["LE training"] = "to train"
-    label_dir = run_dir / "label"
-    if not status["LE training"].startswith("done"):
-        status["labelling"] = "after LE training"
-        return status, None
-    problem = cache_problem(label_dir, _label_fingerprint(cfg, data, done.get("weights", "")))
-    if problem is None:
-        status["labelling"] = "complete"
-        return status, load_label_cache(label_dir, verify=False).key
-    if problem == "incomplete":
-        shards = len(list((label_dir / SHARDS).glob("*.npz"))) if (label_dir / SHARDS).is_dir() else 0
-        status["labelling"] = f"incomplete: resumes after {shards} shard(s) of users"
-    else:
-        status["labelling"] = f"{problem}: label"
-    return status, None
 
 
 class LERun:
@@ -186,12 +117,11 @@ class LERun:
         return tokens if tokens is not None else self._saved_item_tokens()
 
     def _train_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        path = self.run_dir / "item_tokens.pt"
-        key = _item_tokens_key(self.cfg, self.data)
-        if path.is_file():
-            saved = _read_item_tokens(path)
-            if saved.get("key") == key:
-                return saved["embeddings"], saved["report"]
+        status = ITEM_TOKENS.status(self.run_dir, self.cfg, self.data)
+        if status.current:
+            return status.found["embeddings"], status.found["report"]
+        path = ITEM_TOKENS.outputs(self.run_dir)[0]
+        if status.state is State.STALE:
             log.warning("item tokens in %s were made from other inputs: retraining", path)
         lm, tokenizer = self.lm()
         torch.manual_seed(self.cfg.le.seed)
@@ -200,7 +130,7 @@ class LERun:
                                         seed=self.cfg.le.seed, progress=_progress(self.cfg))
         log.info("item tokens: description NLL/token %.3f -> %.3f", report["nll_per_token_before"],
                  report["nll_per_token_after"])
-        atomic_torch_save(path, {"key": key, "embeddings": emb, "report": report})
+        atomic_torch_save(path, {"key": ITEM_TOKENS.key(self.cfg, self.data), "embeddings": emb, "report": report})
         return emb, report
 
     # --- stage 2: the LE state and reward models ---------------------------------------------------
@@ -216,22 +146,21 @@ class LERun:
         torch.manual_seed(self.cfg.le.seed)  # LoRA and head initialisation
         model = LEModel(lm, tokenizer, emb, self.cfg.le.model)
         le_dir = self.run_dir / "le"
-        done = le_dir / "done.json"
-        key = _le_key(self.cfg, self.data)
+        done, train_state = LE_TRAINING.outputs(self.run_dir)
+        key = LE_TRAINING.key(self.cfg, self.data)
         # rank 0 decides: it alone may remove a stale done.json below
-        trained = broadcast_object(done.is_file() and json.loads(done.read_text()).get("key") == key
-                                   if is_main() else None)
-        if trained:
+        status = LE_TRAINING.status(self.run_dir, self.cfg, self.data) if is_main() else None
+        if broadcast_object(status.current if status is not None else None):
             model.load(le_dir)
             model.eval()
             return model
         if not train:
             raise UserError(f"The LE in {self.run_dir} is not trained (or was trained from other inputs)",
                             f"run `learec env train --run-dir {self.run_dir}` first")
-        if done.is_file() and is_main():  # trained from other inputs: start over
+        if status is not None and status.state is State.STALE:  # trained from other inputs: start over
             log.warning("the LE in %s was trained from other inputs: retraining", le_dir)
             done.unlink()
-            (le_dir / "train_state.pt").unlink(missing_ok=True)
+            train_state.unlink(missing_ok=True)
         barrier()  # no rank reads train_state.pt while rank 0 removes a stale one
         users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
         log.info("training the LE on %d users (%.0f%% of training users)", len(users),
@@ -246,19 +175,19 @@ class LERun:
         return model
 
     def _saved_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        path = self.run_dir / "item_tokens.pt"
+        path = ITEM_TOKENS.outputs(self.run_dir)[0]
         if not path.is_file():
             raise UserError(f"{self.run_dir} has no item tokens", f"run `learec env train --run-dir {self.run_dir}`")
-        saved = _read_item_tokens(path)
+        saved = read_item_tokens(path)
         return saved["embeddings"], saved["report"]
 
     # --- stage 3: labelling -------------------------------------------------------------------------
     def label_fingerprint(self, model: LEModel) -> dict[str, Any]:
-        return _label_fingerprint(self.cfg, self.data, weights_hash(model))
+        return LABELLING.fingerprint(self.cfg, self.data, weights_hash(model))
 
     @property
     def negatives(self) -> int:
-        return _negatives(self.cfg)
+        return negatives(self.cfg)
 
     def label(self, stop_after_shards: int | None = None) -> LabelCache | None:
         model = self.model(train=False)
@@ -267,8 +196,7 @@ class LERun:
                                  progress=_progress(self.cfg), stop_after_shards=stop_after_shards)
 
     def eval_states_fingerprint(self, model: LEModel) -> dict[str, Any]:
-        return {"lm": self.cfg.le.lm or "default", "le_weights": weights_hash(model), "data": self.data.manifest["key"],
-                "window": self.cfg.le.model.window}
+        return EVAL_STATES_STAGE.fingerprint(self.cfg, self.data, weights_hash(model))
 
     def eval_states(self) -> LabelCache:
         """The LE states of the validation and test events (for lea.state_to_actor); rank 0 computes them
@@ -293,24 +221,15 @@ class LERun:
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
                   "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)"}
-        labels = self.run_dir / "label"
-        if cache_problem(labels, self.label_fingerprint(model)) is None:  # labelled: how good are its proposals
-            cache = load_label_cache(labels, verify=False)
+        labelled = LABELLING.status(self.run_dir, self.cfg, self.data, weights_hash(model))
+        if labelled.current:  # how good are its proposals
+            cache = load_label_cache(LABELLING.outputs(self.run_dir)[0], verify=False)
             report["augmentation"] = augmentation_quality(self.data.sequences, self.data.train, cache["aug_items"],
                                                           self.data.split.item_counts)
-            report["report_key"] = report_key(cache.key, self.cfg)  # what `learec pipeline` checks it against
+            report["report_key"] = REPORT.key(self.cfg, cache.key)  # what `learec pipeline` checks it against
         atomic_write_json(self.run_dir / "le_report.json", report)
         plot_quality(metrics, rewards, self.run_dir / "le_report.png")
         return report
-
-
-LE_REPORT_CONTENTS = 2  # bump when the LE report gains measures, so reports made before are redone
-
-
-def report_key(labels_key: str, cfg: Config) -> str:
-    """The labels and report settings an LE report is made from: a report stamped with another key is out of
-    date (`learec pipeline` remakes it)."""
-    return stable_hash({"labels": labels_key, "report": cfg.le.report.model_dump(), "contents": LE_REPORT_CONTENTS})
 
 
 @contextlib.contextmanager

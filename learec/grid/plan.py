@@ -3,7 +3,6 @@ folders without touching them, and the finished runs of other grids that a cell 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 from learec.config import RESULT_NEUTRAL_SETTINGS, Config, config_differences, load_config
 from learec.errors import UserError
 from learec.grid.cells import Grid, select_cells
+from learec.stages import State
+from learec.train.outputs import train_status
 from learec.utils import stable_hash
 
 CELL_STATUSES = ("finished", "reuse", "resume", "new", "stale", "waits")  # waits: pipeline cells before their labels
@@ -93,25 +94,18 @@ def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | Non
                        and config_differences(comparable(cfg), comparable(load_config(run_dir / "config.yaml"))))
         if differences:
             status, detail = "stale", ", ".join(differences)
-        elif (run_dir / "metrics.json").is_file():
-            status = "finished"
-        elif (run_dir / "checkpoints" / "last.pt").is_file():
-            status, detail = "resume", _progress_note(run_dir)
+        else:  # what `learec train --resume` will do with the folder
+            trained = train_status(run_dir)
+            if trained.current:
+                status = "finished"
+            elif trained.state is State.PARTIAL:
+                status, detail = "resume", trained.detail
         if status in ("new", "resume") and source is not None:
             status, detail = "reuse", str(source)
         elif status == "stale" and source is not None:
             detail += f"; reusable from {source}"
         plans.append(CellPlan(name, run_dir, cfg, status, detail, source))
     return plans
-
-
-def _progress_note(run_dir: Path) -> str:
-    try:
-        history = json.loads((run_dir / "history.json").read_text())
-        # the last validation, not the checkpoint: a run may have trained further since
-        return f"validated up to epoch {history[-1]['epoch']}" if history else ""
-    except (OSError, ValueError, KeyError, IndexError):
-        return ""
 
 
 def print_plan(plans: list[CellPlan], out: Path, redo_stale: bool = False) -> None:

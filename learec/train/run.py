@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from learec import distributed
-from learec.config import Config, config_differences, load_config
+from learec.config import Config, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.errors import UserError
@@ -32,7 +32,9 @@ from learec.evaluate.evaluator import evaluate
 from learec.lea import build_objective, negatives_per_step
 from learec.rundir import exclusive_run_dir, log_to_file
 from learec.rl.base import Objective
+from learec.stages import State, check_saved_config
 from learec.train.checkpoints import load_trained_model
+from learec.train.outputs import metrics_file, train_status
 from learec.train.trainer import Trainer
 from learec.utils import atomic_write_json, seed_everything
 
@@ -117,19 +119,15 @@ def train_run(cfg: Config | None, run_dir: Path | None = None, resume: bool = Fa
 def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]:
     saved_path = run_dir / "config.yaml"
     if resume and saved_path.is_file():
-        saved = load_config(saved_path)
-        if cfg is not None and cfg.to_dict() != saved.to_dict():
-            raise UserError(f"The config given differs from the one {run_dir} was started with: "
-                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
-                            "resume without --config/--set, or start a new run in another --run-dir")
-        cfg = saved
-        if (run_dir / "metrics.json").is_file():
+        cfg = check_saved_config(cfg, load_config(saved_path), run_dir,
+                                 "resume without --config/--set, or start a new run in another --run-dir")
+        if train_status(run_dir).current:
             log.info("run %s is already finished", run_dir)
-            return json.loads((run_dir / "metrics.json").read_text())
+            return json.loads(metrics_file(run_dir).read_text())
     elif resume and cfg is None:
         raise UserError(f"Nothing to resume in {run_dir}: it has no config.yaml",
                         "give the --run-dir of an earlier `learec train`, or start one with --config")
-    elif not resume and ((run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "metrics.json").is_file()):
+    elif not resume and train_status(run_dir).state in (State.CURRENT, State.PARTIAL):
         raise UserError(f"{run_dir} already holds a run",
                         "pass --resume to continue it, or choose another --run-dir")
 
@@ -157,7 +155,7 @@ def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]
         trainer.fit()
         metrics = trainer.final_metrics()
         if distributed.is_main():
-            atomic_write_json(run_dir / "metrics.json", metrics)
+            atomic_write_json(metrics_file(run_dir), metrics)
         distributed.barrier()  # the run is finished for every rank once metrics.json exists
         log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
         return metrics
