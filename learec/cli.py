@@ -89,6 +89,21 @@ def cmd_env_train(args: argparse.Namespace) -> None:
 
 
 def cmd_env_label(args: argparse.Namespace) -> None:
+    if args.source != "le":  # a control source: no LLM, its own code path
+        from learec.config import load_config
+        from learec.lea.control import label_control
+
+        if args.overrides and not args.config:
+            raise UserError("--set needs --config", "give the --config the labelling run was started with")
+        if args.eval_states:
+            raise UserError("--eval-states is for the LE source only (LE states of the evaluation events)")
+        cfg = load_config(args.config, args.overrides) if args.config else None
+        cache = label_control(args.source, cfg, Path(args.run_dir), Path(args.teacher) if args.teacher else None)
+        print(f"{args.source} labels of {len(cache)} transitions: {cache.path}")
+        return
+    if args.config or args.overrides or args.teacher:
+        raise UserError("--config, --set and --teacher go with a control --source (oracle, popularity, teacher)",
+                        "the LE source labels with the config of its run directory (`learec env train`)")
     from learec.env.run import env_label
 
     cache = env_label(Path(args.run_dir), eval_states=args.eval_states)
@@ -229,8 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("label", help="label every training transition with LE states, rewards, negatives "
                         "and augmented actions (the cache RL training reads)",
                         description="Writes RUN_DIR/label/: memory-mappable arrays and a manifest. A complete, "
-                        "valid cache is reused; a stale or corrupt one is rebuilt; an interrupted one resumes.")
-    p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+                        "valid cache is reused; a stale or corrupt one is rebuilt; an interrupted one resumes. "
+                        "--source picks who labels: the trained LE (default), or a control that loads no LLM and "
+                        "writes the same cache, to bound what labels can give: oracle (augmented actions = the "
+                        "user's true next items), popularity (the most popular items not in the history window), "
+                        "teacher (a trained run's states, scores and top items: --teacher RUN_DIR). Controls take "
+                        "--config for a new RUN_DIR (its data section and le.label.aug_k/negatives/seed; an LE "
+                        "run's config.yaml will do) and give states of zeros and constant rewards, except the "
+                        "teacher's. Train on any of them with --set lea.cache=RUN_DIR.")
+    p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`, or the "
+                   "directory of a control source's labels")
+    p.add_argument("--source", choices=["le", "oracle", "popularity", "teacher"], default="le",
+                   help="who labels (default: le)")
+    p.add_argument("--teacher", metavar="RUN_DIR", help="with --source teacher: a finished `learec train` run on "
+                   "the same data")
+    _add_config_args(p)
     p.add_argument("--eval-states", action="store_true",
                    help="also write RUN_DIR/eval_states/: the LE state of every validation and test event, which "
                    "runs with lea.state_to_actor=true (the LE state in the ranking head) are evaluated with")

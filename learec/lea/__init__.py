@@ -9,6 +9,8 @@ The bridge between learec.env (which labels) and learec.rl (which trains); rl kn
 - ``rewards``: ``LERewards``, the +RM reward source (and the rewards of augmented actions).
 - ``terms``: ``LEATerms``, the +LEA and alignment loss terms added to the double-Q loss.
 - ``objective``: ``build_objective``, the config's objective with the LE parts ``lea:`` asks for.
+- ``sources`` and ``control``: control labels in the same cache format, made without an LLM (oracle,
+  popularity, a trained teacher run), and the run directory that holds them (``learec env label --source``).
 """
 
 from learec.lea.batch import LEBatch
