@@ -276,8 +276,13 @@ def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pyte
     for key in ("state_ndcg@10", "pop_ndcg@10", "reward_pairwise_acc"):
         assert 0.0 <= report[key] <= 1.0
     assert 0.0 <= report["augmentation"]["aug_future@1"] <= 1.0  # the labels exist: their proposals are rated
+    assert set(report["augmentation_diversity"]) == {"distinct@1", "top10_share@1", "distinct@2", "top10_share@2"}
+    assert -1.0 <= report["key_mean_cosine"] <= 1.0 and -1.0 <= report["state_mean_cosine"] <= 1.0
+    assert report["key_mean_norm"] >= 0 and report["key_specific_norm"] >= 0
+    # sqn: validation users are not training users, so none is in the LE's training subset
+    assert report["state_ndcg@10_le_users"] is None and report["state_ndcg@10_other_users"] is not None
     assert (run_dir / "le_report.png").stat().st_size > 1000
-    assert "state_ndcg@10" in capsys.readouterr().out
+    assert "state_ndcg@10" in (printed := capsys.readouterr().out) and "key_mean_cosine" in printed
     # a second train is a no-op (the stage is valid); a different config for the same dir is refused
     mtime = (run_dir / "le" / "heads.pt").stat().st_mtime_ns
     assert main(["env", "train", *base]) == 0

@@ -6,7 +6,12 @@
   user never interacted with (0.5 = chance), with both reward distributions (plotted);
 - ``augmentation``: from the labelling cache, how often an augmented action of a training transition is
   an item the user interacts with later (after the logged action), beside the same rate for the most
-  popular items outside the history: the LE's proposals against the cheapest guess.
+  popular items outside the history: the LE's proposals against the cheapest guess;
+- collapse diagnostics: ``key_mean_cosine`` (mean pairwise cosine of the item keys, over a fixed sample
+  of items), ``key_mean_norm`` / ``key_specific_norm`` (norm of the mean key against the mean norm of each
+  key minus it), ``state_mean_cosine`` (one LE state per validation user), ``state_ndcg@10_le_users`` /
+  ``_other_users`` (validation users inside / outside the LE's training subset; None when there are none),
+  and per k the distinct augmented items and the share of the 10 most proposed (``augmentation_diversity``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,57 @@ from learec.env.model import LEModel, plan_segments
 from learec.evaluate.metrics import hit_and_ndcg, target_ranks
 
 
+def mean_pairwise_cosine(vectors: torch.Tensor | np.ndarray) -> float:
+    """Mean cosine over all pairs of distinct rows (1: all collinear, 0: orthogonal on average)."""
+    x = torch.nn.functional.normalize(torch.as_tensor(vectors, dtype=torch.float64), dim=-1)
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    gram = x @ x.T
+    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+
+
+def key_spread(keys: torch.Tensor | np.ndarray, sample: int = 1000, seed: int = 0) -> dict[str, float]:
+    """How far the item keys are from one shared direction: their mean pairwise cosine over a fixed sample
+    of ``sample`` items, the norm of the mean key and the mean norm of the item-specific part (key - mean)."""
+    k = torch.as_tensor(keys, dtype=torch.float64)
+    rng = np.random.default_rng([seed, 31])
+    rows = np.sort(rng.choice(len(k), size=min(sample, len(k)), replace=False))
+    mean = k.mean(0)
+    return {"key_mean_cosine": mean_pairwise_cosine(k[torch.as_tensor(rows)]),
+            "key_mean_norm": float(mean.norm()), "key_specific_norm": float((k - mean).norm(dim=-1).mean())}
+
+
+def augmentation_diversity(aug_items: np.ndarray, ks: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Over the first k augmented actions of every transition (-1 = empty slot, not counted): how many
+    distinct items are proposed (``distinct@k``) and the share of proposals that go to the 10 most
+    proposed items (``top10_share@k``; None without proposals). Default ks: 1 .. the cache's width."""
+    aug_items = np.asarray(aug_items)
+    ks = tuple(range(1, aug_items.shape[1] + 1)) if ks is None else tuple(k for k in ks if k <= aug_items.shape[1])
+    out: dict[str, Any] = {}
+    for k in ks:
+        slots = aug_items[:, :k].reshape(-1)
+        counts = np.unique(slots[slots >= 0], return_counts=True)[1]
+        out[f"distinct@{k}"] = int(len(counts))
+        out[f"top10_share@{k}"] = float(np.sort(counts)[::-1][:10].sum() / counts.sum()) if len(counts) else None
+    return out
+
+
+def ndcg_split(ranks: np.ndarray, inside: np.ndarray, k: int = 10) -> dict[str, float | None]:
+    """NDCG@k of the points of users inside / outside the LE's training subset (None: no such points)."""
+    out: dict[str, float | None] = {}
+    for name, mask in (("le_users", inside), ("other_users", ~inside)):
+        out[f"state_ndcg@{k}_{name}"] = float(hit_and_ndcg(ranks[mask], k)[1].mean()) if mask.any() else None
+    return out
+
+
 @torch.no_grad()
 def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.ndarray, n_users: int,
                window: int, batch_rows: int = 4, seed: int = 0, ks: tuple[int, ...] = (10,),
-               progress: Callable[..., Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users."""
+               progress: Callable[..., Any] | None = None, le_users: np.ndarray | None = None
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users;
+    ``le_users`` (the LE's training subset) splits the state NDCG@10 by membership."""
     rng = np.random.default_rng([seed, 29])
     users_all = np.unique(np.asarray(val.user))
     users = np.sort(rng.choice(users_all, size=min(n_users, len(users_all)), replace=False))
@@ -40,7 +91,8 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
         jobs += [(seg, pos[(pos >= seg.first) & (pos < seg.end)]) for seg in plan_segments(int(u), pos, window)]
     keys = model.item_keys()
     pop = torch.as_tensor(np.asarray(item_counts), dtype=torch.float32, device=model.device)
-    state_ranks, pop_ranks, r_pos, r_neg = [], [], [], []
+    state_ranks, pop_ranks, r_pos, r_neg, point_user = [], [], [], [], []
+    first_states: dict[int, torch.Tensor] = {}  # one state per user: at its first point
     starts = range(0, len(jobs), batch_rows)
     for start in progress(starts, desc="LE report") if progress else starts:
         chunk = jobs[start:start + batch_rows]
@@ -54,7 +106,11 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
         for b, (seg, pos) in enumerate(chunk):
             h = torch.as_tensor(hists[b], device=model.device)
             targets = torch.as_tensor(user_items(seqs, seg.user)[pos], device=model.device)
-            scores = model.similarity(model.states(state_hidden[b, h]), keys)
+            states = model.states(state_hidden[b, h])
+            scores = model.similarity(states, keys)
+            if len(pos) and seg.user not in first_states:
+                first_states[seg.user] = states[0].cpu()
+            point_user.append(np.full(len(pos), seg.user))
             state_ranks.append(target_ranks(scores, targets).cpu().numpy())
             pop_ranks.append(target_ranks(pop[None].expand(len(targets), -1), targets).cpu().numpy())
             r_pos.append(model.rewards(item_hidden[b, h]).cpu().numpy())
@@ -67,6 +123,10 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
             hit, ndcg = hit_and_ndcg(ranks, k)
             metrics[f"{name}_hr@{k}"] = float(hit.mean())
             metrics[f"{name}_ndcg@{k}"] = float(ndcg.mean())
+    inside = np.isin(np.concatenate(point_user), np.asarray([] if le_users is None else le_users, dtype=np.int64))
+    metrics.update(ndcg_split(s_ranks, inside))
+    metrics.update(key_spread(keys, seed=seed))
+    metrics["state_mean_cosine"] = mean_pairwise_cosine(torch.stack(list(first_states.values())))
     metrics["reward_pairwise_acc"] = float((pos_r > neg_r).mean())
     metrics["reward_positive"] = {"mean": float(pos_r.mean()), "std": float(pos_r.std())}
     metrics["reward_negative"] = {"mean": float(neg_r.mean()), "std": float(neg_r.std())}

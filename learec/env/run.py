@@ -40,7 +40,7 @@ from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
 from learec.env.label import LabelCache, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, weights_hash
-from learec.env.report import augmentation_quality, le_quality, plot_quality
+from learec.env.report import augmentation_diversity, augmentation_quality, le_quality, plot_quality
 from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, negatives,
                                read_item_tokens)
 from learec.env.train import subset_users, train_le_model, training_lengths
@@ -214,9 +214,11 @@ class LERun:
     # --- the quality report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         model = self.model(train=False)
+        le_users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
         metrics, rewards = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
                                       self.cfg.le.report.val_users, self.cfg.le.model.window,
-                                      self.cfg.le.label.batch_rows, self.cfg.le.seed, progress=_progress(self.cfg))
+                                      self.cfg.le.label.batch_rows, self.cfg.le.seed, progress=_progress(self.cfg),
+                                      le_users=le_users)
         _, tokens = self._saved_item_tokens()
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
@@ -226,6 +228,7 @@ class LERun:
             cache = load_label_cache(LABELLING.outputs(self.run_dir)[0], verify=False)
             report["augmentation"] = augmentation_quality(self.data.sequences, self.data.train, cache["aug_items"],
                                                           self.data.split.item_counts)
+            report["augmentation_diversity"] = augmentation_diversity(cache["aug_items"])
             report["report_key"] = REPORT.key(self.cfg, cache.key)  # what `learec pipeline` checks it against
         atomic_write_json(self.run_dir / "le_report.json", report)
         plot_quality(metrics, rewards, self.run_dir / "le_report.png")
