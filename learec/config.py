@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,18 @@ from learec.rl.registry import (CRITIC, NEGATIVES, WEIGHTED_ACTOR, filled_sectio
 class _Strict(BaseModel):
     # inf/nan are never a setting: a learning rate of .inf would train to NaN and write zeros
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # fields added after runs were keyed by this section's dump: they enter key_dump() only when set off
+    # their default, so the runs made before they existed keep their keys
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset()
+
+    def key_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """``model_dump(**kwargs)`` less the ``keyed_when_set`` fields that hold their default: what stage
+        keys and weight hashes are made from."""
+        tree = self.model_dump(**kwargs)
+        for name in self.keyed_when_set:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                tree.pop(name, None)
+        return tree
 
 
 # every seed reaches torch.manual_seed, which takes at most 64 bits
@@ -169,6 +181,11 @@ class ItemTokenConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     max_text_tokens: int = Field(48, ge=1, description="longer descriptions are cut")
     eval_items: int = Field(256, ge=1, description="items (a fixed random sample) on which NLL is reported")
+    init: Literal["describe", "text"] = Field("describe", description="start of each item token: the mean "
+                                              "embedding of its whole description (describe: template words "
+                                              "included, which all items share) or of its item text alone")
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"init"})
 
 
 class LEModelConfig(_Strict):
@@ -181,6 +198,13 @@ class LEModelConfig(_Strict):
     target_modules: list[str] = ["q_proj", "v_proj"]
     state_dim: int = Field(64, ge=1, description="width of the projected LE state (and item keys)")
     window: int = Field(64, ge=2, description="items in one LM pass; labelling sees the last window/2..window")
+    key_bias: bool = Field(True, description="item_proj has a bias, a part shared by every item key (false: "
+                           "none, so keys differ by the item tokens alone)")
+    center_keys: bool = Field(False, description="subtract the mean item key over the catalogue before the cosine")
+    item_residual: bool = Field(False, description="add a learned per-item key vector (zero at the start) to "
+                                "item_proj(item token)")
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"key_bias", "center_keys", "item_residual"})
 
 
 class LETrainConfig(_Strict):
@@ -192,9 +216,12 @@ class LETrainConfig(_Strict):
     batch_users: int = Field(8, ge=1)
     state_negatives: int = Field(64, ge=1, description="K sampled negatives of the sampled-softmax state loss")
     temperature: float = Field(0.1, gt=0, description="of the cosine similarities in the state loss")
+    learn_temperature: bool = Field(False, description="learn the temperature (as its log), starting at temperature")
     reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
     state_weight: float = Field(1.0, ge=0)
     reward_weight: float = Field(1.0, ge=0)
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature"})
 
 
 class LELabelConfig(_Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,9 +19,11 @@ from learec.data.synthetic import generate_synthetic_log
 from learec.env.batches import uniform_negatives, unseen_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
 from learec.env.label import SHARDS, cache_problem, load_label_cache
-from learec.env.model import LEModel, plan_segments
+from learec.env.model import LEModel, plan_segments, weights_hash
 from learec.env.packed import decoder_of
+from learec.env.report import mean_pairwise_cosine
 from learec.env.run import LERun
+from learec.env.stages import ITEM_TOKENS, LE_TRAINING
 from learec.env.train import subset_users, train_le_model
 from learec.errors import UserError
 
@@ -104,8 +107,14 @@ def test_le_training_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
     assert last["reward_loss"] < first["reward_loss"] - 0.02, history
 
 
-def test_le_training_resumes_from_its_last_epoch(data_dir: Path, tmp_path: Path) -> None:
-    cfg = smoke_config()
+KEY_OPTIONS = ("le.model.key_bias=false", "le.model.center_keys=true", "le.model.item_residual=true",
+               "le.train.learn_temperature=true")
+
+
+@pytest.mark.parametrize("options", [(), KEY_OPTIONS], ids=["default", "key-options"])
+def test_le_training_resumes_from_its_last_epoch(data_dir: Path, tmp_path: Path, options: tuple[str, ...]) -> None:
+    cfg = smoke_config(*options)
+    temperature = cfg.le.train.temperature if cfg.le.train.learn_temperature else None
     run = LERun(tmp_path / "run", cfg)
     emb, _ = run.item_tokens()
     lm, tokenizer = run.lm()
@@ -113,7 +122,7 @@ def test_le_training_resumes_from_its_last_epoch(data_dir: Path, tmp_path: Path)
 
     def trained(out: Path, epochs_sequence: list[int]) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
-        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model, learned_temperature=temperature)
         for epochs in epochs_sequence:  # a later call continues from train_state.pt, as after a kill
             train_le_model(model, run.data.sequences, users, cfg.le.train.model_copy(update={"epochs": epochs}),
                            cfg.le.model.window, out, seed=0)
@@ -365,3 +374,56 @@ def test_augmentation_quality_equals_a_naive_loop() -> None:
         assert got[f"aug_future@{k}"] == pytest.approx(np.mean(aug_hits))
         assert got[f"pop_future@{k}"] == pytest.approx(np.mean(pop_hits))
     assert got["pop_future@3"] > 0  # the example exercises hits
+
+
+def test_le_keys_of_configs_without_the_new_options_are_unchanged() -> None:
+    # the keys main computed before key_bias/center_keys/item_residual/learn_temperature/init existed:
+    # runs made then stay current while those options hold their defaults
+    data = SimpleNamespace(manifest={"key": "data-key"})
+    for cfg, tokens_key, training_key in ((load_config(None), "9dacc582c086204d", "ed1c61cb9f34666f"),
+                                          (load_config(SMOKE), "66e768a76cedbfdf", "3b70e0e048b19ddc")):
+        assert ITEM_TOKENS.key(cfg, data) == tokens_key and LE_TRAINING.key(cfg, data) == training_key
+    old_model_fields = {"prompt", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "state_dim", "window"}
+    assert set(load_config(None).le.model.key_dump(mode="json")) == old_model_fields  # what weights_hash reads
+    for option in ("le.model.key_bias=false", "le.model.center_keys=true", "le.model.item_residual=true",
+                   "le.train.learn_temperature=true"):
+        assert LE_TRAINING.key(load_config(SMOKE, [option]), data) != "3b70e0e048b19ddc", option
+    assert ITEM_TOKENS.key(load_config(SMOKE, ["le.item_tokens.init=text"]), data) != "66e768a76cedbfdf"
+
+
+def test_key_options_keep_item_keys_apart(data_dir: Path, tmp_path: Path) -> None:
+    # Collapse guard. The tiny char-level LM gives near-identical textual-inversion starts (mean pairwise
+    # cosine ~0.88), so item_proj's bias, shared by every key, makes the keys collinear: measured 1.000
+    # before and after 3 epochs. Centred keys of n items have a mean pairwise cosine near -1/(n-1) (-0.034
+    # for the 30 items here, measured -0.03); 0.5 leaves a wide margin on both sides.
+    run = LERun(tmp_path / "run", smoke_config())
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 1.0, 0)
+
+    def key_cosine(*overrides: str) -> tuple[float, LEModel]:
+        cfg = smoke_config("le.train.epochs=3", *overrides)
+        torch.manual_seed(0)
+        temperature = cfg.le.train.temperature if cfg.le.train.learn_temperature else None
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model, learned_temperature=temperature)
+        train_le_model(model, run.data.sequences, users, cfg.le.train, cfg.le.model.window,
+                       tmp_path / f"le{len(overrides)}", 0)
+        with torch.no_grad():
+            return mean_pairwise_cosine(model.item_keys()), model
+
+    off, plain = key_cosine()
+    on, model = key_cosine(*KEY_OPTIONS)
+    assert off > 0.99 and on < 0.5 and on < off, (off, on)
+    assert plain.item_proj.bias is not None and model.item_proj.bias is None
+    assert model.item_residual.abs().sum() > 0  # the residual trained
+    assert model.log_temperature.requires_grad and "log_temperature" in dict(model.named_parameters())
+
+
+def test_an_le_with_key_options_saves_and_loads_its_extra_weights(data_dir: Path, tmp_path: Path) -> None:
+    run = LERun(tmp_path / "run", smoke_config(*KEY_OPTIONS))
+    trained = run.model(train=True)
+    loaded = LERun(tmp_path / "run").model(train=False)  # from le/ (adapters + heads.pt)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.item_keys(), trained.item_keys())
+        assert float(loaded.log_temperature) == float(trained.log_temperature)
+    assert weights_hash(loaded) == weights_hash(trained)

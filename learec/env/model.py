@@ -6,7 +6,8 @@ row (``h = 0``: the prompt alone, an empty history), and the hidden state at the
 reward input of the logged action ``x_j`` given the items before it. A candidate with ``h`` visible items
 sits at position ``P + h`` and sees the prompt and those ``h`` items only (docs/design.md §2).
 
-- state model: ``s = state_proj(hidden)``, compared by cosine with item keys ``item_proj(item token)``;
+- state model: ``s = state_proj(hidden)``, compared by cosine with item keys ``item_proj(item token)``
+  (options against collapsed keys: no bias, a learned per-item residual, keys centred on their mean);
 - reward model: ``r = reward_head(hidden)`` at the action's token.
 """
 
@@ -70,7 +71,8 @@ def plan_segments(user: int, positions: np.ndarray, window: int) -> list[Segment
 class LEModel(nn.Module):
     """LM (+LoRA) + item tokens + state projection + reward head; see the module docstring for the layout."""
 
-    def __init__(self, lm: Any, tokenizer: Any, item_tokens: Tensor, cfg: LEModelConfig, lora: bool = True):
+    def __init__(self, lm: Any, tokenizer: Any, item_tokens: Tensor, cfg: LEModelConfig, lora: bool = True,
+                 learned_temperature: float | None = None):
         super().__init__()
         for p in lm.parameters():
             p.requires_grad_(False)
@@ -91,8 +93,13 @@ class LEModel(nn.Module):
         # item tokens stay as trained by textual inversion; the adapters learn to read them
         self.register_buffer("item_tokens", item_tokens.to(device=device, dtype=torch.float32), persistent=False)
         self.state_proj = nn.Linear(hidden, cfg.state_dim).to(device)
-        self.item_proj = nn.Linear(hidden, cfg.state_dim).to(device)
+        self.item_proj = nn.Linear(hidden, cfg.state_dim, bias=cfg.key_bias).to(device)
         self.reward_head = nn.Linear(hidden, 1).to(device)
+        # optional parameters exist only when set, so a default LE has exactly the weights (and hash) it had
+        if cfg.item_residual:  # zero at the start: keys begin as item_proj(item token)
+            self.item_residual = nn.Parameter(torch.zeros(len(item_tokens), cfg.state_dim, device=device))
+        if learned_temperature is not None:
+            self.log_temperature = nn.Parameter(torch.tensor(float(learned_temperature), device=device).log())
         self.cfg = cfg
 
     @property
@@ -104,7 +111,12 @@ class LEModel(nn.Module):
         return int(self.prompt_ids.numel())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.state_proj.parameters(), *self.item_proj.parameters(), *self.reward_head.parameters()]
+        extra = [getattr(self, name) for name in ("item_residual", "log_temperature") if hasattr(self, name)]
+        return [*self.state_proj.parameters(), *self.item_proj.parameters(), *self.reward_head.parameters(), *extra]
+
+    def temperature(self, fixed: float) -> Tensor | float:
+        """The state loss's temperature: the learned one when the model has it, else ``fixed``."""
+        return self.log_temperature.exp() if hasattr(self, "log_temperature") else fixed
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.lm.parameters() if p.requires_grad] + self.head_parameters()
@@ -135,7 +147,13 @@ class LEModel(nn.Module):
         return self.state_proj(hidden.float())
 
     def item_keys(self) -> Tensor:
-        return self.item_proj(self.item_tokens)
+        """``[n_items, d]``: ``item_proj(item token)`` (+ the per-item residual), centred when configured."""
+        keys = self.item_proj(self.item_tokens)
+        if self.cfg.item_residual:
+            keys = keys + self.item_residual
+        if self.cfg.center_keys:  # the shared direction carries no information about which item it is
+            keys = keys - keys.mean(0, keepdim=True)
+        return keys
 
     def rewards(self, hidden: Tensor) -> Tensor:
         return self.reward_head(hidden.float()).squeeze(-1)
@@ -180,5 +198,5 @@ def weights_hash(model: LEModel) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     digest.update(model.item_tokens.cpu().numpy().tobytes())
-    digest.update(json.dumps(model.cfg.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update(json.dumps(model.cfg.key_dump(mode="json"), sort_keys=True).encode())
     return digest.hexdigest()[:16]

@@ -144,7 +144,9 @@ class LERun:
         emb, _ = self.item_tokens() if train else self._saved_item_tokens()
         lm, tokenizer = self.lm()
         torch.manual_seed(self.cfg.le.seed)  # LoRA and head initialisation
-        model = LEModel(lm, tokenizer, emb, self.cfg.le.model)
+        train_cfg = self.cfg.le.train
+        model = LEModel(lm, tokenizer, emb, self.cfg.le.model,
+                        learned_temperature=train_cfg.temperature if train_cfg.learn_temperature else None)
         le_dir = self.run_dir / "le"
         done, train_state = LE_TRAINING.outputs(self.run_dir)
         key = LE_TRAINING.key(self.cfg, self.data)

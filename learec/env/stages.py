@@ -47,7 +47,7 @@ class ItemTokens:
         return [run_dir / "item_tokens.pt"]
 
     def key(self, cfg: Config, data: PreparedData) -> str:
-        return stable_hash({"lm": cfg.le.lm, "dtype": cfg.le.dtype, "item_tokens": cfg.le.item_tokens.model_dump(),
+        return stable_hash({"lm": cfg.le.lm, "dtype": cfg.le.dtype, "item_tokens": cfg.le.item_tokens.key_dump(),
                             "data": data.manifest["key"], "seed": cfg.le.seed})
 
     def status(self, run_dir: Path, cfg: Config, data: PreparedData) -> StageStatus:
@@ -69,8 +69,8 @@ class LETraining:
         return [run_dir / "le" / "done.json", run_dir / "le" / "train_state.pt"]
 
     def key(self, cfg: Config, data: PreparedData) -> str:
-        return stable_hash({"item_tokens": ITEM_TOKENS.key(cfg, data), "model": cfg.le.model.model_dump(),
-                            "train": cfg.le.train.model_dump(), "seed": cfg.le.seed})
+        return stable_hash({"item_tokens": ITEM_TOKENS.key(cfg, data), "model": cfg.le.model.key_dump(),
+                            "train": cfg.le.train.key_dump(), "seed": cfg.le.seed})
 
     def status(self, run_dir: Path, cfg: Config, data: PreparedData) -> StageStatus:
         """``found`` is ``done.json`` when it exists; a current status's key is the LE's weights hash."""

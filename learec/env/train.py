@@ -91,7 +91,7 @@ class LELoss(nn.Module):
         positives = items.clamp(max=self.n_items - 1)
         keys = model.item_keys()
         cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
-        logits = model.similarity(states, keys[cand]) / cfg.temperature
+        logits = model.similarity(states, keys[cand]) / model.temperature(cfg.temperature)
         state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
                                                                 device=model.device))
 
@@ -101,8 +101,11 @@ class LELoss(nn.Module):
         r_neg = rewards_cand[out.cand_mask]
         reward_loss = -F.logsigmoid(r_pos - r_neg).mean()
         loss = cfg.state_weight * state_loss + cfg.reward_weight * reward_loss
-        return {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
-                "reward_acc": (r_pos > r_neg).float().mean().detach()}
+        out_losses = {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
+                      "reward_acc": (r_pos > r_neg).float().mean().detach()}
+        if cfg.learn_temperature:  # logged per epoch beside the losses
+            out_losses["temperature"] = torch.as_tensor(model.temperature(cfg.temperature)).detach()
+        return out_losses
 
 
 def _sum_over_ranks(sums: dict[str, float]) -> dict[str, float]:
