@@ -91,6 +91,20 @@ def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(data_dir: Pat
         assert torch.equal(a, b), name
 
 
+def test_item_tokens_init_text_starts_at_mean_of_the_item_text_alone(data_dir: Path) -> None:
+    cfg = smoke_config("le.item_tokens.epochs=0", "le.item_tokens.init=text")
+    run = LERun(data_dir.parent / "run", cfg)
+    lm, tokenizer = run.lm()
+    texts = run.data.sequences.item_text
+    emb, _ = run.item_tokens()  # no epochs: the starts themselves
+    table = lm.get_input_embeddings().weight.detach().float()
+    for i in (0, len(texts) - 1):
+        ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"][:48]
+        torch.testing.assert_close(emb[i], table[torch.as_tensor(ids)].mean(0))
+    described, _ = LERun(data_dir.parent / "run-describe", smoke_config("le.item_tokens.epochs=0")).item_tokens()
+    assert not torch.allclose(emb[0], described[0])  # describe: the template words are in the mean
+
+
 def test_le_training_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
     # distinct random item tokens: the tiny char-level LM gives near-identical textual-inversion starts,
     # and this test is about the LE losses, not about textual inversion

@@ -42,6 +42,14 @@ def tokenize_descriptions(tokenizer: Any, texts: list[str], max_tokens: int) -> 
     return [list(t[:max_tokens]) or [fallback] for t in ids]
 
 
+def text_token_ids(tokenizer: Any, item_text: list[str], max_tokens: int) -> list[list[int]]:
+    """Token ids of each item text alone (no template, no special tokens), cut to ``max_tokens``; never empty.
+    No warning when cut: the description holding the text is at least as long, and is warned about."""
+    ids = tokenizer(list(item_text), add_special_tokens=False)["input_ids"]
+    fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return [list(t[:max_tokens]) or [fallback] for t in ids]
+
+
 def initial_item_embeddings(lm: Any, token_lists: list[list[int]]) -> Tensor:
     """Mean of each description's token embeddings, as fp32 ``[n_items, hidden]``."""
     table = lm.get_input_embeddings().weight.detach().float()
@@ -113,7 +121,8 @@ def train_item_tokens(lm: Any, tokenizer: Any, item_text: list[str], cfg: ItemTo
         p.requires_grad_(False)
     device = lm.get_input_embeddings().weight.device
     token_lists = tokenize_descriptions(tokenizer, describe_items(item_text, cfg.describe), cfg.max_text_tokens)
-    emb = torch.nn.Parameter(initial_item_embeddings(lm, token_lists).to(device))
+    init_lists = token_lists if cfg.init == "describe" else text_token_ids(tokenizer, item_text, cfg.max_text_tokens)
+    emb = torch.nn.Parameter(initial_item_embeddings(lm, init_lists).to(device))
     rng = np.random.default_rng(seed)
     n_items = len(item_text)
     sample = np.sort(rng.permutation(n_items)[: cfg.eval_items])
