@@ -217,11 +217,18 @@ class LETrainConfig(_Strict):
     state_negatives: int = Field(64, ge=1, description="K sampled negatives of the sampled-softmax state loss")
     temperature: float = Field(0.1, gt=0, description="of the cosine similarities in the state loss")
     learn_temperature: bool = Field(False, description="learn the temperature (as its log), starting at temperature")
+    steps: int = Field(0, ge=0, description="a step budget instead of epochs: each step takes batch_users random "
+                       "users of the subset and windows_per_user random windows of each; 0 = epochs")
+    windows_per_user: int = Field(1, ge=1, description="with steps: windows of each chosen user per step")
+    eval_every: int = Field(0, ge=0, description="with steps: validation state NDCG@10 every this many steps, the "
+                            "best weights kept; 0 = no validation (the last weights; checkpoints every steps/10)")
+    eval_users: int = Field(100, ge=1, description="with eval_every: validation users of that check")
     reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
     state_weight: float = Field(1.0, ge=0)
     reward_weight: float = Field(1.0, ge=0)
 
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature"})
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
+                                                          "eval_every", "eval_users"})
 
 
 class LELabelConfig(_Strict):

@@ -400,7 +400,8 @@ def test_le_keys_of_configs_without_the_new_options_are_unchanged() -> None:
     old_model_fields = {"prompt", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "state_dim", "window"}
     assert set(load_config(None).le.model.key_dump(mode="json")) == old_model_fields  # what weights_hash reads
     for option in ("le.model.key_bias=false", "le.model.center_keys=true", "le.model.item_residual=true",
-                   "le.train.learn_temperature=true"):
+                   "le.train.learn_temperature=true", "le.train.steps=5", "le.train.windows_per_user=2",
+                   "le.train.eval_every=2", "le.train.eval_users=7"):
         assert LE_TRAINING.key(load_config(SMOKE, [option]), data) != "3b70e0e048b19ddc", option
     assert ITEM_TOKENS.key(load_config(SMOKE, ["le.item_tokens.init=text"]), data) != "66e768a76cedbfdf"
 
@@ -441,3 +442,50 @@ def test_an_le_with_key_options_saves_and_loads_its_extra_weights(data_dir: Path
         torch.testing.assert_close(loaded.item_keys(), trained.item_keys())
         assert float(loaded.log_temperature) == float(trained.log_temperature)
     assert weights_hash(loaded) == weights_hash(trained)
+
+
+STEP_OPTIONS = ("le.train.steps=6", "le.train.eval_every=2", "le.train.windows_per_user=2", "le.train.batch_users=3")
+
+
+def test_le_step_budget_resumes_and_keeps_the_best_weights(data_dir: Path, tmp_path: Path) -> None:
+    cfg = smoke_config(*STEP_OPTIONS)
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+    scripted = iter([0.2, 0.9, 0.4] * 2)  # the check at step 4 is the best
+
+    def trained(out: Path, budgets: list[int]) -> tuple[dict[str, torch.Tensor], list, list]:
+        snapshots: list[dict[str, torch.Tensor]] = []
+
+        def validate(model: LEModel) -> float:
+            assert not model.training  # checked in eval mode
+            weights = model.state_dict().items()
+            snapshots.append({k: v.clone() for k, v in weights if "lora" in k or not k.startswith("lm.")})
+            return next(scripted)
+
+        torch.manual_seed(0)
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        for steps in budgets:  # a later call continues from train_state.pt, as after a kill
+            history = train_le_model(model, run.data.sequences, users, cfg.le.train.model_copy(update={"steps": steps}),
+                                     cfg.le.model.window, out, seed=0, validate=validate)
+        final = {k: v.clone() for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+        return final, history, snapshots
+
+    straight, history, snapshots = trained(tmp_path / "a", [6])
+    assert [r["step"] for r in history] == [2, 4, 6] and [r["val_state_ndcg@10"] for r in history] == [0.2, 0.9, 0.4]
+    assert not all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in straight)  # training moved on after 4
+    for k in straight:
+        assert torch.equal(straight[k], snapshots[1][k].to(straight[k].device)), k  # the best check's weights
+    resumed, resumed_history, _ = trained(tmp_path / "b", [2, 6])
+    assert resumed_history == history
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_le_run_with_a_step_budget_validates_on_validation_users(data_dir: Path, tmp_path: Path) -> None:
+    run = LERun(tmp_path / "run", smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.eval_users=5"))
+    run.model(train=True)
+    done = json.loads((tmp_path / "run" / "le" / "done.json").read_text())
+    assert [r["step"] for r in done["history"]] == [2, 4]
+    assert all(0.0 <= r["val_state_ndcg@10"] <= 1.0 for r in done["history"])

@@ -169,12 +169,21 @@ class LERun:
                  100 * self.cfg.le.train.user_fraction)
         lengths = training_lengths(self.data.train.user, self.data.train.position)  # no val/test items (loo)
         history = train_le_model(model, self.data.sequences, users, self.cfg.le.train, self.cfg.le.model.window,
-                                 le_dir, self.cfg.le.seed, progress=_progress(self.cfg), key=key, lengths=lengths)
+                                 le_dir, self.cfg.le.seed, progress=_progress(self.cfg), key=key, lengths=lengths,
+                                 validate=self._validation if self.cfg.le.train.eval_every else None)
         if is_main():  # every rank holds the same weights
             weights = model.save(le_dir)
             atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
         barrier()  # le/ is complete for every rank
         return model
+
+    def _validation(self, model: LEModel) -> float:
+        """State NDCG@10 of ``le.train.eval_users`` validation users: what ``le.train.steps`` keeps the best
+        weights by. The report's sample (``le.report.val_users``, same seed) may overlap it."""
+        metrics, _ = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
+                                self.cfg.le.train.eval_users, self.cfg.le.model.window, self.cfg.le.label.batch_rows,
+                                self.cfg.le.seed)
+        return float(metrics["state_ndcg@10"])
 
     def _saved_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
         path = ITEM_TOKENS.outputs(self.run_dir)[0]

@@ -8,6 +8,11 @@ packed pass per batch of windows:
 - reward loss: Bradley–Terry ``-log σ(r(x_h) - r(a⁻))`` at ``reward_positions`` random positions, where
   ``a⁻`` is an item the user never interacted with, appended as a candidate that sees the same ``h`` items.
 
+With ``le.train.steps`` a step budget replaces the epochs: each step draws ``batch_users`` users and
+``windows_per_user`` windows of each from a per-step RNG; every ``eval_every`` steps a validation callback
+(state NDCG@10) is asked and the best weights are kept, in memory and in the checkpoint, and restored at
+the end. That mode runs in one process only (not under ``torchrun``).
+
 An epoch-end checkpoint (adapters, heads, optimiser) lets a killed run resume; batches come from a
 per-epoch numpy RNG, so a resumed run replays the same epochs (the LE has no dropout by default; with
 ``lora_dropout > 0`` a resumed run is not bit-identical).
@@ -128,12 +133,24 @@ def training_lengths(train_user: np.ndarray, train_position: np.ndarray) -> dict
     return {int(u): int(ends[u]) for u in np.unique(user)}
 
 
+STEP_STREAM = 7919  # seeds the per-step RNG of le.train.steps apart from the per-epoch ones
+
+
+def _trainable(model: LEModel) -> dict[str, Tensor]:
+    """The weights a checkpoint holds: adapters and heads (the LM and the item tokens never change)."""
+    return {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+
+
 def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETrainConfig, window: int,
                    out_dir: Path, seed: int, progress: Callable[..., Any] | None = None,
-                   key: str | None = None, lengths: dict[int, int] | None = None) -> list[dict[str, float]]:
+                   key: str | None = None, lengths: dict[int, int] | None = None,
+                   validate: Callable[[LEModel], float] | None = None) -> list[dict[str, float]]:
     """Train ``model`` on ``users``' sequences, cut to ``lengths[user]`` items when given (the training
     part, see :func:`training_lengths`); resumes from ``out_dir/train_state.pt`` when that was saved under
-    the same ``key`` (the inputs' hash; another key starts over). Returns per-epoch logs (over all ranks)."""
+    the same ``key`` (the inputs' hash; another key starts over). Returns per-epoch logs (over all ranks),
+    or with ``cfg.steps`` per-check logs (``validate``: the metric the best weights are chosen by)."""
+    if cfg.steps and is_distributed():
+        raise UserError("le.train.steps does not run under torchrun yet", "use le.train.epochs there")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "train_state.pt"
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
@@ -148,12 +165,16 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         try:  # a file that loads safely may still not be this model's training state
             model.load_state_dict(saved["model"], strict=False)
             optimizer.load_state_dict(saved["optimizer"])
-            history, start_epoch = list(saved["history"]), int(saved["epoch"])
+            history, start_epoch = list(saved["history"]), int(saved["step" if cfg.steps else "epoch"])
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise UserError(f"{state_path} does not fit this LE ({error_summary(err)})", restart) from None
-        log.info("LE training resumes after epoch %d", start_epoch)
+        log.info("LE training resumes after %s %d", "step" if cfg.steps else "epoch", start_epoch)
     sequences = {int(u): user_items(seqs, int(u))[: (lengths or {}).get(int(u))] for u in users}
     n_items = seqs.n_items
+    if cfg.steps:
+        best = (saved.get("best"), saved.get("best_metric")) if saved is not None else (None, None)
+        return _train_steps(model, optimizer, sequences, users, cfg, window, seed, state_path, key,
+                            (history, start_epoch, best), validate, progress, n_items)
     distributed = is_distributed()
     loss_fn: nn.Module = LELoss(model, cfg, n_items)
     if distributed:  # rank 0's weights reach every rank here; the buffers (item tokens, prompt) never change
@@ -191,8 +212,55 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         history.append(record)
         log.info("LE epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
         if is_main():  # all ranks hold the same weights and optimiser state
-            trainable = {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
-            atomic_torch_save(state_path, {"model": trainable, "optimizer": optimizer.state_dict(),
+            atomic_torch_save(state_path, {"model": _trainable(model), "optimizer": optimizer.state_dict(),
                                            "history": history, "epoch": epoch + 1, "key": key})
+    model.eval()
+    return history
+
+
+def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: dict[int, np.ndarray],
+                 users: np.ndarray, cfg: LETrainConfig, window: int, seed: int, state_path: Path, key: str | None,
+                 resumed: tuple[list[dict[str, float]], int, tuple[Any, Any]],
+                 validate: Callable[[LEModel], float] | None, progress: Callable[..., Any] | None,
+                 n_items: int) -> list[dict[str, float]]:
+    """The ``cfg.steps`` mode of :func:`train_le_model`, from ``resumed`` = (history, steps done, (best
+    weights, best metric)). A record (mean losses since the last one, the validation metric) and a
+    checkpoint every ``eval_every`` steps (else every ``steps // 10``) and at the end."""
+    history, start, (best, best_metric) = resumed
+    every = cfg.eval_every or max(1, cfg.steps // 10)
+    loss_fn = LELoss(model, cfg, n_items)
+    sums: dict[str, float] = {}
+    count = 0
+    model.train()
+    steps = range(start, cfg.steps)
+    for step in progress(steps, desc="LE steps") if progress else steps:
+        rng = np.random.default_rng([seed, STEP_STREAM, step])  # per-step RNG: resuming replays the same steps
+        chosen = rng.choice(users, size=min(cfg.batch_users, len(users)), replace=False)
+        rows_of = np.repeat(chosen, cfg.windows_per_user)
+        rows = [_window(rng, sequences[int(u)], window) for u in rows_of]
+        losses = loss_fn(*le_batch(rows, [sequences[int(u)] for u in rows_of], cfg, rng, n_items, model.device))
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        sums = {name: sums.get(name, 0.0) + value.item() for name, value in losses.items()}
+        count += 1
+        if (step + 1) % every and step + 1 < cfg.steps:
+            continue
+        record = {"step": step + 1, **{k: v / count for k, v in sums.items()}}
+        if validate is not None and cfg.eval_every:
+            model.eval()
+            record["val_state_ndcg@10"] = metric = float(validate(model))
+            model.train()
+            if best_metric is None or metric > best_metric:  # the first of equal ones is kept
+                best, best_metric = {k: v.detach().cpu().clone() for k, v in _trainable(model).items()}, metric
+        history.append(record)
+        log.info("LE step %d: %s", step + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
+        sums, count = {}, 0
+        atomic_torch_save(state_path, {"model": _trainable(model), "optimizer": optimizer.state_dict(),
+                                       "history": history, "step": step + 1, "key": key, "best": best,
+                                       "best_metric": best_metric})
+    if best is not None:
+        model.load_state_dict(best, strict=False)
+        log.info("LE weights of the best validation state NDCG@10 kept (%.4f)", best_metric)
     model.eval()
     return history
