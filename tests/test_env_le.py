@@ -21,7 +21,7 @@ from learec.env.item_tokens import initial_item_embeddings, tokenize_description
 from learec.env.label import SHARDS, cache_problem, load_label_cache
 from learec.env.model import LEModel, plan_segments, weights_hash
 from learec.env.packed import decoder_of
-from learec.env.report import mean_pairwise_cosine
+from learec.env.report import le_quality, mean_pairwise_cosine
 from learec.env.run import LERun
 from learec.env.stages import ITEM_TOKENS, LE_TRAINING
 from learec.env.train import subset_users, train_le_model
@@ -489,3 +489,11 @@ def test_le_run_with_a_step_budget_validates_on_validation_users(data_dir: Path,
     done = json.loads((tmp_path / "run" / "le" / "done.json").read_text())
     assert [r["step"] for r in done["history"]] == [2, 4]
     assert all(0.0 <= r["val_state_ndcg@10"] <= 1.0 for r in done["history"])
+    # the report never judges the weights on the validation users that chose them
+    chosen, all_val = run.selection_users(), np.unique(np.asarray(run.data.val.user))
+    assert len(chosen) == min(5, len(all_val) // 2) > 0 and set(chosen) <= set(all_val.tolist())
+    model = run.model(train=False)
+    metrics, _ = le_quality(model, run.data.sequences, run.data.val, run.data.split.item_counts, 10_000,
+                            run.cfg.le.model.window, exclude_users=chosen)
+    assert metrics["val_users"] == len(all_val) - len(chosen)
+    assert LERun(tmp_path / "plain", smoke_config()).selection_users() is None

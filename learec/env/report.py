@@ -77,12 +77,15 @@ def ndcg_split(ranks: np.ndarray, inside: np.ndarray, k: int = 10) -> dict[str, 
 @torch.no_grad()
 def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.ndarray, n_users: int,
                window: int, batch_rows: int = 4, seed: int = 0, ks: tuple[int, ...] = (10,),
-               progress: Callable[..., Any] | None = None, le_users: np.ndarray | None = None
-               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users;
-    ``le_users`` (the LE's training subset) splits the state NDCG@10 by membership."""
+               progress: Callable[..., Any] | None = None, le_users: np.ndarray | None = None,
+               exclude_users: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users, drawn
+    from those not in ``exclude_users``; ``le_users`` (the LE's training subset) splits the state NDCG@10
+    by membership."""
     rng = np.random.default_rng([seed, 29])
     users_all = np.unique(np.asarray(val.user))
+    if exclude_users is not None:
+        users_all = np.setdiff1d(users_all, exclude_users)
     users = np.sort(rng.choice(users_all, size=min(n_users, len(users_all)), replace=False))
     vuser, vpos = np.asarray(val.user), np.asarray(val.position)
     jobs = []

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -177,12 +178,23 @@ class LERun:
         barrier()  # le/ is complete for every rank
         return model
 
+    def selection_users(self) -> np.ndarray | None:
+        """The validation users ``le.train.steps`` picks its best weights on (None without that check); the
+        report leaves them out, so the weights are never judged on the users that chose them."""
+        train = self.cfg.le.train
+        if not (train.steps and train.eval_every):
+            return None
+        users = np.unique(np.asarray(self.data.val.user))
+        rng = np.random.default_rng([self.cfg.le.seed, 31])
+        return np.sort(rng.choice(users, size=min(train.eval_users, len(users) // 2), replace=False))
+
     def _validation(self, model: LEModel) -> float:
-        """State NDCG@10 of ``le.train.eval_users`` validation users: what ``le.train.steps`` keeps the best
-        weights by. The report's sample (``le.report.val_users``, same seed) may overlap it."""
+        """State NDCG@10 of the selection users: what ``le.train.steps`` keeps the best weights by."""
+        chosen = self.selection_users()
+        others = np.setdiff1d(np.unique(np.asarray(self.data.val.user)), chosen)
         metrics, _ = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
-                                self.cfg.le.train.eval_users, self.cfg.le.model.window, self.cfg.le.label.batch_rows,
-                                self.cfg.le.seed)
+                                len(chosen), self.cfg.le.model.window, self.cfg.le.label.batch_rows,
+                                self.cfg.le.seed, exclude_users=others)
         return float(metrics["state_ndcg@10"])
 
     def _saved_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -229,7 +241,7 @@ class LERun:
         metrics, rewards = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
                                       self.cfg.le.report.val_users, self.cfg.le.model.window,
                                       self.cfg.le.label.batch_rows, self.cfg.le.seed, progress=_progress(self.cfg),
-                                      le_users=le_users)
+                                      le_users=le_users, exclude_users=self.selection_users())
         _, tokens = self._saved_item_tokens()
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
