@@ -13,13 +13,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from learec.config import Config, config_differences, load_config
+from learec.config import Config, load_config
 from learec.data.prepared import prepare
 from learec.distributed import is_distributed
 from learec.env.label import LabelCache, cache_problem, load_label_cache, write_label_cache
 from learec.errors import UserError
 from learec.lea.sources import CONTROL_SOURCES, control_labels, source_fingerprint
 from learec.rundir import exclusive_run_dir, log_to_file
+from learec.stages import check_saved_config
 
 log = logging.getLogger("learec")
 
@@ -35,12 +36,8 @@ def control_config(cfg: Config | None, run_dir: Path) -> Config:
         raise UserError(f"{run_dir} is a training run directory", "give the control labels their own --run-dir")
     saved_path = run_dir / "config.yaml"
     if saved_path.is_file():
-        saved = load_config(saved_path)
-        if cfg is not None and cfg.to_dict() != saved.to_dict():
-            raise UserError(f"The config given differs from the one {run_dir} was labelled with: "
-                            + ", ".join(config_differences(cfg.to_dict(), saved.to_dict())),
-                            "drop --config/--set to relabel with its own, or use another --run-dir")
-        return saved
+        return check_saved_config(cfg, load_config(saved_path), run_dir,
+                                  "drop --config/--set to relabel with its own, or use another --run-dir")
     if cfg is None:
         raise UserError(f"{run_dir} has no config.yaml: a control label source needs --config",
                         "e.g. learec env label --source oracle --config configs/le_ml100k.yaml --run-dir DIR")
