@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
+
+from learec.data.registry import raw_dir
+from learec.data.synthetic import generate_synthetic_log
 
 
 @pytest.fixture
@@ -21,3 +25,14 @@ def write_generic(tmp_path: Path) -> Callable[..., Path]:
         return directory
 
     return write
+
+
+@pytest.fixture
+def le_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small synthetic log in a fresh ``LEAREC_DATA_DIR`` (inherited by spawned ranks), sized for the tiny
+    LM's LE runs; no hub access."""
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
+    return tmp_path / "data"

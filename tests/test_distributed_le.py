@@ -18,23 +18,12 @@ import torch.multiprocessing as mp
 
 from learec.config import load_config
 from learec.distributed import torchrun_command
-from learec.data.registry import raw_dir
-from learec.data.synthetic import generate_synthetic_log
 from learec.env.label import load_label_cache
 from learec.env.model import LEModel, weights_hash
 from learec.env.run import LERun
 from learec.env.train import subset_users, train_le_model
 
 SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))  # the spawned ranks inherit it
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
-    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
-    return tmp_path / "data"
 
 
 def _ddp_le_worker(rank: int, root: str) -> None:
@@ -57,7 +46,7 @@ def _ddp_le_worker(rank: int, root: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_le_training_keeps_ranks_identical_and_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
+def test_ddp_le_training_keeps_ranks_identical_and_lowers_losses(le_data_dir: Path, tmp_path: Path) -> None:
     mp.spawn(_ddp_le_worker, args=(str(tmp_path),), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     # every trainable parameter (adapters, projections, reward head) had its gradient averaged every step
@@ -81,7 +70,7 @@ def _torchrun(*args: str) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_env_train_and_sharded_label_equal_one_process(data_dir: Path, tmp_path: Path) -> None:
+def test_torchrun_env_train_and_sharded_label_equal_one_process(le_data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     _torchrun("env", "train", "--config", str(SMOKE), "--set", "le.progress=false", "--set",
               "le.label.users_per_shard=5", "--set", "le.label.pca_dim=4", "--run-dir", str(run_dir))

@@ -14,8 +14,6 @@ import torch
 
 from learec.cli import main
 from learec.config import load_config
-from learec.data.registry import raw_dir
-from learec.data.synthetic import generate_synthetic_log
 from learec.env.batches import uniform_negatives, unseen_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
 from learec.env.label import SHARDS, cache_problem, load_label_cache
@@ -28,15 +26,6 @@ from learec.env.train import subset_users, train_le_model
 from learec.errors import UserError
 
 SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
-    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
-    return tmp_path / "data"
 
 
 def smoke_config(*overrides: str):
@@ -62,8 +51,8 @@ def test_negative_samplers() -> None:
     assert not np.isin(unseen_items(rng, seen, 1000, 5), seen).any()
 
 
-def test_cut_descriptions_are_warned_about(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    _, tokenizer = LERun(data_dir.parent / "run", smoke_config()).lm()
+def test_cut_descriptions_are_warned_about(le_data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, tokenizer = LERun(le_data_dir.parent / "run", smoke_config()).lm()
     texts = [" is a short one.", " is " + "a very long description of an item " * 10 + "."]
     full = tokenize_descriptions(tokenizer, texts, 10_000)
     with caplog.at_level("WARNING", logger="learec.env"):
@@ -72,9 +61,9 @@ def test_cut_descriptions_are_warned_about(data_dir: Path, caplog: pytest.LogCap
     assert "1 of 2 item descriptions (50%)" in caplog.text and "max_text_tokens" in caplog.text
 
 
-def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(data_dir: Path) -> None:
+def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(le_data_dir: Path) -> None:
     cfg = smoke_config("le.item_tokens.epochs=8", "le.item_tokens.lr=0.05")
-    run = LERun(data_dir.parent / "run", cfg)
+    run = LERun(le_data_dir.parent / "run", cfg)
     lm, tokenizer = run.lm()
     texts = run.data.sequences.item_text
     ids = tokenize_descriptions(tokenizer, [f" is {texts[0]}."], 48)[0]
@@ -86,14 +75,14 @@ def test_item_tokens_start_at_mean_of_text_and_training_lowers_nll(data_dir: Pat
     # a random tiny LM barely listens to one input token; the drop is small but must be there
     assert report["nll_per_token_after"] < report["nll_per_token_before"] - 0.005, report
     # the LM itself is untouched: only the item embeddings trained
-    fresh, _ = LERun(data_dir.parent / "run2", cfg).lm()
+    fresh, _ = LERun(le_data_dir.parent / "run2", cfg).lm()
     for (name, a), (_, b) in zip(lm.named_parameters(), fresh.named_parameters()):
         assert torch.equal(a, b), name
 
 
-def test_item_tokens_init_text_starts_at_mean_of_the_item_text_alone(data_dir: Path) -> None:
+def test_item_tokens_init_text_starts_at_mean_of_the_item_text_alone(le_data_dir: Path) -> None:
     cfg = smoke_config("le.item_tokens.epochs=0", "le.item_tokens.init=text")
-    run = LERun(data_dir.parent / "run", cfg)
+    run = LERun(le_data_dir.parent / "run", cfg)
     lm, tokenizer = run.lm()
     texts = run.data.sequences.item_text
     emb, _ = run.item_tokens()  # no epochs: the starts themselves
@@ -101,11 +90,11 @@ def test_item_tokens_init_text_starts_at_mean_of_the_item_text_alone(data_dir: P
     for i in (0, len(texts) - 1):
         ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"][:48]
         torch.testing.assert_close(emb[i], table[torch.as_tensor(ids)].mean(0))
-    described, _ = LERun(data_dir.parent / "run-describe", smoke_config("le.item_tokens.epochs=0")).item_tokens()
+    described, _ = LERun(le_data_dir.parent / "run-describe", smoke_config("le.item_tokens.epochs=0")).item_tokens()
     assert not torch.allclose(emb[0], described[0])  # describe: the template words are in the mean
 
 
-def test_le_training_lowers_losses(data_dir: Path, tmp_path: Path) -> None:
+def test_le_training_lowers_losses(le_data_dir: Path, tmp_path: Path) -> None:
     # distinct random item tokens: the tiny char-level LM gives near-identical textual-inversion starts,
     # and this test is about the LE losses, not about textual inversion
     cfg = smoke_config("le.train.lr=0.01", "le.train.batch_users=4")
@@ -126,7 +115,7 @@ KEY_OPTIONS = ("le.model.key_bias=false", "le.model.center_keys=true", "le.model
 
 
 @pytest.mark.parametrize("options", [(), KEY_OPTIONS], ids=["default", "key-options"])
-def test_le_training_resumes_from_its_last_epoch(data_dir: Path, tmp_path: Path, options: tuple[str, ...]) -> None:
+def test_le_training_resumes_from_its_last_epoch(le_data_dir: Path, tmp_path: Path, options: tuple[str, ...]) -> None:
     cfg = smoke_config(*options)
     temperature = cfg.le.train.temperature if cfg.le.train.learn_temperature else None
     run = LERun(tmp_path / "run", cfg)
@@ -170,12 +159,12 @@ def _naive_labels(run: LERun, model, user: int, position: int, negatives: np.nda
 
 
 @pytest.mark.parametrize("window", [64, 6])
-def test_labels_equal_naive_per_prompt_forwards(data_dir: Path, window: int) -> None:
+def test_labels_equal_naive_per_prompt_forwards(le_data_dir: Path, window: int) -> None:
     # window 64 > every sequence: each user is one row, the naive prompt holds the whole history; with
     # window 6 a user spans several rows, each starting part-way through the history (plan_segments)
     cfg = smoke_config(f"le.model.window={window}", "le.train.epochs=1", "le.label.negatives=3",
                        "le.label.aug_candidates=5", "le.label.aug_k=3", "le.label.batch_rows=3")
-    run = LERun(data_dir.parent / "run", cfg)
+    run = LERun(le_data_dir.parent / "run", cfg)
     run.model()
     cache = run.label()
     model = run.model(train=False)
@@ -212,10 +201,10 @@ def test_labels_equal_naive_per_prompt_forwards(data_dir: Path, window: int) -> 
         np.testing.assert_allclose(aug_r[i], naive["neg_rewards"], atol=1e-4)
 
 
-def test_eval_states_equal_naive_forwards_and_are_reused(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_eval_states_equal_naive_forwards_and_are_reused(le_data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     # window 6: a user's evaluation events span several rows, each starting part-way through the history
     cfg = smoke_config("le.model.window=6", "le.train.epochs=1", "le.label.batch_rows=3")
-    run = LERun(data_dir.parent / "run", cfg)
+    run = LERun(le_data_dir.parent / "run", cfg)
     run.model()
     states = run.eval_states()
     model = run.model(train=False)
@@ -247,15 +236,15 @@ def _arrays(cache) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in cache.arrays.items()}
 
 
-def test_label_cache_resumes_detects_stale_and_corrupt(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_label_cache_resumes_detects_stale_and_corrupt(le_data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = smoke_config("le.train.epochs=1", "le.label.users_per_shard=7", "le.label.pca_dim=8")
-    first = LERun(data_dir.parent / "whole", cfg)
+    first = LERun(le_data_dir.parent / "whole", cfg)
     first.model()
     whole = _arrays(first.label())
     assert whole["state_pca"].shape == (len(whole["reward"]), 8)
 
     # interrupted after one shard of users, then resumed by a fresh process-like object
-    run = LERun(data_dir.parent / "killed", cfg)
+    run = LERun(le_data_dir.parent / "killed", cfg)
     run.model()
     assert run.label(stop_after_shards=1) is None
     assert cache_problem(run.run_dir / "label") == "incomplete"
@@ -264,7 +253,7 @@ def test_label_cache_resumes_detects_stale_and_corrupt(data_dir: Path, caplog: p
     # a shard truncated by a crash (or the disk) is labelled again, not fatal
     shard = next((run.run_dir / "label" / SHARDS).glob("*.npz"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    resumed = LERun(data_dir.parent / "killed").label()
+    resumed = LERun(le_data_dir.parent / "killed").label()
     for name, arr in whole.items():
         assert np.array_equal(np.asarray(resumed[name]), arr), name
     assert "cannot be read" in caplog.text
@@ -275,18 +264,18 @@ def test_label_cache_resumes_detects_stale_and_corrupt(data_dir: Path, caplog: p
     raw[-1] ^= 0xFF
     reward.write_bytes(bytes(raw))
     assert cache_problem(run.run_dir / "label").startswith("corrupt")
-    rebuilt = LERun(data_dir.parent / "killed").label()
+    rebuilt = LERun(le_data_dir.parent / "killed").label()
     assert np.array_equal(np.asarray(rebuilt["reward"]), whole["reward"])
 
     # other labelling settings make the cache stale: refused when loaded with the new fingerprint, rebuilt
-    stale_run = LERun(data_dir.parent / "killed")
+    stale_run = LERun(le_data_dir.parent / "killed")
     fingerprint = stale_run.label_fingerprint(stale_run.model(train=False))
     fingerprint["label"] = {**fingerprint["label"], "seed": 1}
     with pytest.raises(UserError, match="stale"):
         load_label_cache(run.run_dir / "label", fingerprint)
 
 
-def test_cli_env_train_label_report(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_env_train_label_report(le_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "le-run"
     base = ["--config", str(SMOKE), "--set", "le.progress=false", "--run-dir", str(run_dir)]
     assert main(["env", "train", *base]) == 0
@@ -406,7 +395,7 @@ def test_le_keys_of_configs_without_the_new_options_are_unchanged() -> None:
     assert ITEM_TOKENS.key(load_config(SMOKE, ["le.item_tokens.init=text"]), data) != "66e768a76cedbfdf"
 
 
-def test_key_options_keep_item_keys_apart(data_dir: Path, tmp_path: Path) -> None:
+def test_key_options_keep_item_keys_apart(le_data_dir: Path, tmp_path: Path) -> None:
     # Collapse guard. The tiny char-level LM gives near-identical textual-inversion starts (mean pairwise
     # cosine ~0.88), so item_proj's bias, shared by every key, makes the keys collinear: measured 1.000
     # before and after 3 epochs. Centred keys of n items have a mean pairwise cosine near -1/(n-1) (-0.034
@@ -434,7 +423,7 @@ def test_key_options_keep_item_keys_apart(data_dir: Path, tmp_path: Path) -> Non
     assert model.log_temperature.requires_grad and "log_temperature" in dict(model.named_parameters())
 
 
-def test_an_le_with_key_options_saves_and_loads_its_extra_weights(data_dir: Path, tmp_path: Path) -> None:
+def test_an_le_with_key_options_saves_and_loads_its_extra_weights(le_data_dir: Path, tmp_path: Path) -> None:
     run = LERun(tmp_path / "run", smoke_config(*KEY_OPTIONS))
     trained = run.model(train=True)
     loaded = LERun(tmp_path / "run").model(train=False)  # from le/ (adapters + heads.pt)
@@ -447,7 +436,7 @@ def test_an_le_with_key_options_saves_and_loads_its_extra_weights(data_dir: Path
 STEP_OPTIONS = ("le.train.steps=6", "le.train.eval_every=2", "le.train.windows_per_user=2", "le.train.batch_users=3")
 
 
-def test_le_step_budget_resumes_and_keeps_the_best_weights(data_dir: Path, tmp_path: Path) -> None:
+def test_le_step_budget_resumes_and_keeps_the_best_weights(le_data_dir: Path, tmp_path: Path) -> None:
     cfg = smoke_config(*STEP_OPTIONS)
     run = LERun(tmp_path / "run", cfg)
     emb, _ = run.item_tokens()
@@ -483,7 +472,7 @@ def test_le_step_budget_resumes_and_keeps_the_best_weights(data_dir: Path, tmp_p
         assert torch.equal(straight[k], resumed[k]), k
 
 
-def test_le_run_with_a_step_budget_validates_on_validation_users(data_dir: Path, tmp_path: Path) -> None:
+def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path) -> None:
     run = LERun(tmp_path / "run", smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.eval_users=5"))
     run.model(train=True)
     done = json.loads((tmp_path / "run" / "le" / "done.json").read_text())

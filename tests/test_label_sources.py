@@ -12,8 +12,6 @@ import torch
 from learec.cli import main
 from learec.config import load_config
 from learec.data.prepared import prepare
-from learec.data.registry import raw_dir
-from learec.data.synthetic import generate_synthetic_log
 from learec.env.batches import uniform_negatives, user_items
 from learec.env.label import load_label_cache
 from learec.errors import UserError
@@ -21,20 +19,10 @@ from learec.lea.control import label_control
 from learec.lea.inputs import LEInputs
 from learec.train.checkpoints import load_trained_model
 from learec.train.run import train_run
+from test_lea import BASE, data  # noqa: F401  (the tiny synthetic data of the LEA tests)
 
-BASE = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.backbone=gru4rec",
-        "model.hidden=16", "train.epochs=1", "train.batch_size=64", "train.progress=false", "train.patience=0",
-        "rl.warmup_steps=5", "seed=3"]
 LABEL = ["le.label.aug_k=3", "le.label.negatives=4", "le.label.seed=7", "le.model.state_dim=8"]
 K_AUG, K_NEG = 3, 4
-
-
-@pytest.fixture()
-def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    torch.set_num_threads(1)
-    generate_synthetic_log(raw_dir("synthetic"), n_users=60, n_items=25, min_len=4, max_len=20)
-    return prepare(load_config(None, BASE).data, log=lambda *_: None)
 
 
 def label(source: str, run_dir: Path, teacher: Path | None = None, *overrides: str):

@@ -217,20 +217,11 @@ def test_learec_source_unpickles_nothing() -> None:
 
 # --- the LE's files ------------------------------------------------------------------------------
 
-@pytest.fixture()
-def le_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
-    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
-    return tmp_path / "data"
-
-
 def _env_train(run_dir: Path) -> list[str]:
     return ["env", "train", "--config", str(SMOKE), "--set", "le.progress=false", "--run-dir", str(run_dir)]
 
 
-def test_a_planted_item_tokens_file_is_refused_by_env_train(le_data: Path, tmp_path: Path, capsys) -> None:
+def test_a_planted_item_tokens_file_is_refused_by_env_train(le_data_dir: Path, tmp_path: Path, capsys) -> None:
     marker, run_dir = tmp_path / "MARKER", tmp_path / "le-run"
     run_dir.mkdir()
     _plant(run_dir / "item_tokens.pt", marker)
@@ -238,7 +229,7 @@ def test_a_planted_item_tokens_file_is_refused_by_env_train(le_data: Path, tmp_p
     assert not marker.exists()
 
 
-def test_a_planted_item_tokens_file_is_refused_by_a_pipeline_dry_run(le_data: Path, tmp_path: Path,
+def test_a_planted_item_tokens_file_is_refused_by_a_pipeline_dry_run(le_data_dir: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("lea_smoke.yaml", "le_smoke.yaml"):
@@ -252,7 +243,7 @@ def test_a_planted_item_tokens_file_is_refused_by_a_pipeline_dry_run(le_data: Pa
     assert not marker.exists()
 
 
-def test_a_planted_le_training_state_is_refused(le_data: Path, tmp_path: Path, capsys) -> None:
+def test_a_planted_le_training_state_is_refused(le_data_dir: Path, tmp_path: Path, capsys) -> None:
     marker, run_dir = tmp_path / "MARKER", tmp_path / "le-run"
     (run_dir / "le").mkdir(parents=True)
     _plant(run_dir / "le" / "train_state.pt", marker)
@@ -260,7 +251,7 @@ def test_a_planted_le_training_state_is_refused(le_data: Path, tmp_path: Path, c
     assert not marker.exists()
 
 
-def test_the_le_files_load_safely_and_planted_heads_are_refused(le_data: Path, tmp_path: Path, capsys) -> None:
+def test_the_le_files_load_safely_and_planted_heads_are_refused(le_data_dir: Path, tmp_path: Path, capsys) -> None:
     run_dir = tmp_path / "le-run"
     assert main(_env_train(run_dir)) == 0
     for name in ("item_tokens.pt", "le/train_state.pt", "le/heads.pt"):  # what learec writes is plain data

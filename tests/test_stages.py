@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from learec.config import Config, load_config
 from learec.data.prepared import prepare
-from learec.data.registry import raw_dir
-from learec.data.synthetic import generate_synthetic_log
 from learec.env import run as env_run
 from learec.env.run import LERun
 from learec.env.stages import EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, le_status
@@ -25,15 +22,6 @@ from learec.stages import State, StageStatus
 
 SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
 MADE_WHEN = {State.TO_MAKE, State.STALE, State.PARTIAL}  # a stage in one of these states is (re)made
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
-    generate_synthetic_log(raw_dir("synthetic"), n_users=40, n_items=30, min_len=3, max_len=25)
-    return tmp_path / "data"
 
 
 def _config(*overrides: str) -> Config:
@@ -103,10 +91,10 @@ def _check(run_dir: Path, cfg: Config, observed: Observed, expected: dict[str, S
     return statuses
 
 
-def test_dry_run_status_and_the_real_run_agree_on_every_stage(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def test_dry_run_status_and_the_real_run_agree_on_every_stage(le_data_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="learec")
-    run_dir = data_dir.parent / "le"
+    run_dir = le_data_dir.parent / "le"
     observed = Observed(monkeypatch)
     cfg = _config()
 
@@ -153,9 +141,9 @@ def test_dry_run_status_and_the_real_run_agree_on_every_stage(data_dir: Path, mo
     assert statuses[LABELLING.name].detail.startswith("corrupt")
 
 
-def test_report_status_follows_its_key(data_dir: Path) -> None:
+def test_report_status_follows_its_key(le_data_dir: Path) -> None:
     """The LE report waits for the labels, is to make, current once made, and stale for other settings."""
-    run_dir = data_dir.parent / "le"
+    run_dir = le_data_dir.parent / "le"
     cfg = _config()
     run = LERun(run_dir, cfg)
     run.model()
@@ -172,16 +160,16 @@ def test_report_status_follows_its_key(data_dir: Path) -> None:
     assert REPORT.status(run_dir, other, cache.key).state is State.STALE
 
 
-def test_a_run_refuses_another_config_naming_the_keys_that_differ(data_dir: Path) -> None:
+def test_a_run_refuses_another_config_naming_the_keys_that_differ(le_data_dir: Path) -> None:
     """The LE run and `learec train --resume` share one check (learec.stages.check_saved_config)."""
-    run_dir = data_dir.parent / "le"
+    run_dir = le_data_dir.parent / "le"
     LERun(run_dir, _config())
     with pytest.raises(UserError, match=r"differs from the one .* le\.train\.epochs: 1 -> 3") as err:
         LERun(run_dir, _config("le.train.epochs=3"))
     assert "another --run-dir" in err.value.hint
 
 
-def test_train_status_and_learec_train_agree(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_status_and_learec_train_agree(le_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A training run's status (what `learec grid --dry-run` plans from) and what `learec train` does:
     ``to make`` trains, ``current`` (finished) trains nothing, ``partial`` resumes from its checkpoint."""
     from learec.train import run as train_mod
@@ -191,7 +179,7 @@ def test_train_status_and_learec_train_agree(data_dir: Path, monkeypatch: pytest
     cfg = load_config(None, ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.hidden=16",
                              "model.backbone=gru4rec", "train.epochs=1", "train.threads=1", "train.progress=false",
                              "eval.batch_size=512"])
-    run_dir = data_dir.parent / "run"
+    run_dir = le_data_dir.parent / "run"
     assert train_status(run_dir).state is State.TO_MAKE
     metrics = train_run(cfg, run_dir)
     assert train_status(run_dir).current
