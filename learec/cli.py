@@ -85,6 +85,8 @@ def cmd_env_train(args: argparse.Namespace) -> None:
     done = env_train(cfg, Path(args.run_dir))
     last = done["history"][-1] if done["history"] else {}
     print(json.dumps({"le_users": done["users"], "last_epoch": last}, indent=2))
+    if (Path(args.run_dir) / "le_curve.png").is_file():
+        print(f"learning curve: {Path(args.run_dir) / 'le_curve.png'}")
     print(f"LE trained in {args.run_dir}; next: learec env label --run-dir {args.run_dir}")
 
 

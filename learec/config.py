@@ -184,8 +184,13 @@ class ItemTokenConfig(_Strict):
     init: Literal["describe", "text"] = Field("describe", description="start of each item token: the mean "
                                               "embedding of its whole description (describe: template words "
                                               "included, which all items share) or of its item text alone")
+    patience: int = Field(0, ge=0, description="stop when the description NLL of the eval_items sample has not "
+                          "improved for this many epochs, and keep the tokens of its best epoch (epochs is then the "
+                          "budget); 0 = off, all epochs. Every item needs its token, so the sample is trained on "
+                          "too: this stops training once it converges (or once a too high lr makes it worse), it "
+                          "measures no generalisation")
 
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"init"})
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"init", "patience"})
 
 
 class LEModelConfig(_Strict):
@@ -226,9 +231,13 @@ class LETrainConfig(_Strict):
     reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
     state_weight: float = Field(1.0, ge=0)
     reward_weight: float = Field(1.0, ge=0)
+    token_lr: float = Field(0.0, ge=0, description="learning rate of the item tokens during LE training (their own "
+                            "Adam parameter group); the tuned tokens are saved with the LE weights and used by "
+                            "labelling, evaluation states and the report, item_tokens.pt keeps the textual-inversion "
+                            "ones; 0 = frozen")
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
-                                                          "eval_every", "eval_users"})
+                                                          "eval_every", "eval_users", "token_lr"})
 
 
 class LELabelConfig(_Strict):

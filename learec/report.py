@@ -345,6 +345,9 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
             if (Path(le_run) / "le_report.png").is_file():
                 shutil.copy(Path(le_run) / "le_report.png", out / "le_quality.png")
                 md += ["![LE quality](le_quality.png)", ""]
+            if (Path(le_run) / "le_curve.png").is_file():  # le.train.steps with eval_every
+                shutil.copy(Path(le_run) / "le_curve.png", out / "le_curve.png")
+                md += ["![LE learning curve](le_curve.png)", ""]
         if (Path(le_run) / "label" / "manifest.json").is_file() and _plot_le_rewards(Path(le_run), out / "le_rewards.png"):
             md += ["![LE rewards](le_rewards.png)", ""]
     grids = []

@@ -116,6 +116,11 @@ def train_item_tokens(lm: Any, tokenizer: Any, item_text: list[str], cfg: ItemTo
     """Learn one embedding per item with the LM frozen; returns ``(embeddings [N, H] fp32, report)``.
 
     The report holds the description NLL per token on a fixed sample of items before and after training.
+    With ``cfg.patience`` that NLL is also measured after every epoch (``nll_per_token_by_epoch``), training
+    stops after ``patience`` epochs without a lower one, and the tokens of the best epoch are returned (the
+    starts, epoch 0, count as a candidate). The sample is trained on like every item: each item needs its
+    own token, so none can be held out, and the signal says when training stopped paying, not how it
+    generalises.
     """
     for p in lm.parameters():
         p.requires_grad_(False)
@@ -130,6 +135,8 @@ def train_item_tokens(lm: Any, tokenizer: Any, item_text: list[str], cfg: ItemTo
     optimizer = torch.optim.Adam([emb], lr=cfg.lr)
     losses = []
     lengths = np.array([len(t) for t in token_lists])
+    stopper = _BestEpoch(emb, before, cfg.patience) if cfg.patience else None
+    epochs_run = 0
     for epoch in range(cfg.epochs):
         batches = length_buckets(rng, lengths, cfg.batch_size)
         bar = progress(batches, desc=f"item tokens {epoch + 1}/{cfg.epochs}") if progress else batches
@@ -139,8 +146,38 @@ def train_item_tokens(lm: Any, tokenizer: Any, item_text: list[str], cfg: ItemTo
             (loss / n).backward()
             optimizer.step()
             losses.append(loss.item() / n)
-    after = description_nll(lm, emb.detach(), token_lists, sample, cfg.batch_size)
+        epochs_run = epoch + 1
+        # no evaluation without patience: the default run does exactly what it did before the option
+        if stopper is not None and stopper.stop(epochs_run, emb, description_nll(lm, emb.detach(), token_lists,
+                                                                                 sample, cfg.batch_size)):
+            log.info("item tokens: no lower description NLL for %d epochs, stopped after epoch %d (best: epoch %d)",
+                     cfg.patience, epochs_run, stopper.epoch)
+            break
+    if stopper is None:
+        after = description_nll(lm, emb.detach(), token_lists, sample, cfg.batch_size)
+    else:
+        with torch.no_grad():
+            emb.copy_(stopper.tokens)
+        after = stopper.nll
     report = {"nll_per_token_before": before, "nll_per_token_after": after, "eval_items": int(len(sample)),
               "epochs": cfg.epochs, "mean_tokens": float(np.mean([len(t) for t in token_lists])),
               "train_loss_last_epoch": float(np.mean(losses[-len(batches):])) if losses else None}
+    if stopper is not None:
+        report.update({"epochs_run": epochs_run, "best_epoch": stopper.epoch,
+                       "nll_per_token_by_epoch": stopper.history})
     return emb.detach().cpu(), report
+
+
+class _BestEpoch:
+    """Early stopping on the sample's description NLL: the best tokens so far (a copy) and their epoch."""
+
+    def __init__(self, emb: Tensor, nll: float, patience: int):
+        self.tokens, self.nll, self.epoch, self.patience = emb.detach().clone(), nll, 0, patience
+        self.history = [nll]  # epoch 0: the starts
+
+    def stop(self, epoch: int, emb: Tensor, nll: float) -> bool:
+        """Record ``epoch``'s NLL of the tokens ``emb`` (copied when it is the lowest); True: stop now."""
+        self.history.append(nll)
+        if nll < self.nll:  # the first of equal ones is kept
+            self.tokens, self.nll, self.epoch = emb.detach().clone(), nll, epoch
+        return epoch - self.epoch >= self.patience

@@ -72,7 +72,7 @@ class LEModel(nn.Module):
     """LM (+LoRA) + item tokens + state projection + reward head; see the module docstring for the layout."""
 
     def __init__(self, lm: Any, tokenizer: Any, item_tokens: Tensor, cfg: LEModelConfig, lora: bool = True,
-                 learned_temperature: float | None = None):
+                 learned_temperature: float | None = None, tune_tokens: bool = False):
         super().__init__()
         for p in lm.parameters():
             p.requires_grad_(False)
@@ -90,8 +90,11 @@ class LEModel(nn.Module):
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         ids = torch.as_tensor(bos + list(prompt) or [0], dtype=torch.long, device=device)
         self.register_buffer("prompt_ids", ids, persistent=False)
-        # item tokens stay as trained by textual inversion; the adapters learn to read them
-        self.register_buffer("item_tokens", item_tokens.to(device=device, dtype=torch.float32), persistent=False)
+        tokens = item_tokens.to(device=device, dtype=torch.float32)
+        if tune_tokens:  # le.train.token_lr: a parameter, so saved (heads.pt), resumed and hashed with the LE
+            self.item_tokens = nn.Parameter(tokens.clone())
+        else:  # as trained by textual inversion, the adapters learn to read them; not part of the LE's files
+            self.register_buffer("item_tokens", tokens, persistent=False)
         self.state_proj = nn.Linear(hidden, cfg.state_dim).to(device)
         self.item_proj = nn.Linear(hidden, cfg.state_dim, bias=cfg.key_bias).to(device)
         self.reward_head = nn.Linear(hidden, 1).to(device)
@@ -119,7 +122,12 @@ class LEModel(nn.Module):
         return self.log_temperature.exp() if hasattr(self, "log_temperature") else fixed
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """Adapters and heads; the item tokens, when tuned, are :meth:`token_parameters` (their own lr)."""
         return [p for p in self.lm.parameters() if p.requires_grad] + self.head_parameters()
+
+    def token_parameters(self) -> list[nn.Parameter]:
+        """The item tokens when the model was built with ``tune_tokens``, else none."""
+        return [self.item_tokens] if isinstance(self.item_tokens, nn.Parameter) else []
 
     def forward(self, items: Tensor, lengths: Tensor, cand_items: Tensor, cand_hist: Tensor) -> PackedOutput:
         """One packed pass. ``items [B, T]`` item codes (right-padded), ``lengths [B]``; candidate ``j`` of
@@ -186,9 +194,11 @@ class LEModel(nn.Module):
         hint = f"retrain the LE: delete {directory} and run `learec env train --run-dir {directory.parent}`"
         heads = load_torch_file(directory / "heads.pt", hint, map_location=self.device)
         try:  # a file that loads safely may still not hold this LE's heads
-            self.load_state_dict(heads, strict=False)
+            missing = [k for k in self.load_state_dict(heads, strict=False).missing_keys if not k.startswith("lm.")]
         except (TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise UserError(f"{directory / 'heads.pt'} does not fit this LE ({error_summary(err)})", hint) from None
+        if missing:  # e.g. tuned item tokens: without them the LE would silently read the untuned ones
+            raise UserError(f"{directory / 'heads.pt'} lacks {', '.join(missing)} of this LE", hint)
 
 
 def weights_hash(model: LEModel) -> str:
@@ -197,6 +207,6 @@ def weights_hash(model: LEModel) -> str:
     for name, tensor in sorted((n, p) for n, p in model.named_parameters() if "lora" in n or not n.startswith("lm.")):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(model.item_tokens.cpu().numpy().tobytes())
+    digest.update(model.item_tokens.detach().cpu().numpy().tobytes())
     digest.update(json.dumps(model.cfg.key_dump(mode="json"), sort_keys=True).encode())
     return digest.hexdigest()[:16]

@@ -136,6 +136,29 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
     return metrics, {"reward_positive": pos_r, "reward_negative": neg_r}
 
 
+def token_shift(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+    """How far tuning moved the item tokens: the mean over items of ``|after - before| / |before|``, and the
+    share of items that moved at all (an item no trained user has does not)."""
+    before, after = before.detach().float().cpu(), after.detach().float().cpu()
+    change = (after - before).norm(dim=-1)
+    return {"mean_relative_change": float((change / before.norm(dim=-1).clamp(min=1e-12)).mean()),
+            "moved_share": float((change > 0).float().mean())}
+
+
+def popularity_ndcg(seqs: Sequences, val: EvalSet, item_counts: np.ndarray, users: np.ndarray,
+                    k: int = 10) -> float | None:
+    """NDCG@k of ranking every item by popularity at all validation points of ``users`` (None: no points):
+    what :func:`le_quality` reports as ``pop_ndcg@k`` for them, without the LE."""
+    vuser, vpos = np.asarray(val.user), np.asarray(val.position)
+    keep = np.isin(vuser, users)
+    targets = torch.as_tensor([int(user_items(seqs, int(u))[p]) for u, p in zip(vuser[keep], vpos[keep])],
+                              dtype=torch.long)
+    if not len(targets):
+        return None
+    pop = torch.as_tensor(np.asarray(item_counts), dtype=torch.float32)
+    return float(hit_and_ndcg(target_ranks(pop[None].expand(len(targets), -1), targets).numpy(), k)[1].mean())
+
+
 def augmentation_quality(seqs: Sequences, train: Transitions, aug_items: np.ndarray, item_counts: np.ndarray,
                          ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, Any]:
     """For the first k augmented actions of each training transition: the share that the user interacts

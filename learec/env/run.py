@@ -4,8 +4,11 @@ Layout::
 
     config.yaml          the resolved config (data + le sections are what matter here)
     le.log               the log
-    item_tokens.pt       learned item embeddings + their report (NLL before/after), keyed by their inputs
-    le/                  adapter/ (peft), heads.pt, train_state.pt (resume point), done.json
+    item_tokens.pt       learned item embeddings + their report (NLL before/after), keyed by their inputs;
+                         copied from the item-token store shared by all LE runs when it holds them (token_store)
+    le/                  adapter/ (peft), heads.pt (with the tuned item tokens under le.train.token_lr),
+                         train_state.pt (resume point), done.json, curve.json (steps with eval_every)
+    le_curve.png         validation state NDCG@10 against steps (steps with eval_every; learec.env.curve)
     label/               the labelling cache (see learec.env.label)
     eval_states/         LE states of the validation and test events, on demand (learec.env.eval_states)
     le_report.json/.png  LE quality on validation users
@@ -37,11 +40,14 @@ from learec.config import Config, config_differences, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
+from learec.env import token_store
+from learec.env.curve import write_curve
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
 from learec.env.label import LabelCache, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, weights_hash
-from learec.env.report import augmentation_diversity, augmentation_quality, le_quality, plot_quality
+from learec.env.report import (augmentation_diversity, augmentation_quality, le_quality, plot_quality,
+                               popularity_ndcg, token_shift)
 from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, negatives,
                                read_item_tokens)
 from learec.env.train import subset_users, train_le_model, training_lengths
@@ -122,15 +128,23 @@ class LERun:
         if status.current:
             return status.found["embeddings"], status.found["report"]
         path = ITEM_TOKENS.outputs(self.run_dir)[0]
-        if status.state is State.STALE:
-            log.warning("item tokens in %s were made from other inputs: retraining", path)
         lm, tokenizer = self.lm()
-        torch.manual_seed(self.cfg.le.seed)
-        log.info("training item tokens for %d items", self.data.n_items)
-        emb, report = train_item_tokens(lm, tokenizer, self.data.sequences.item_text, self.cfg.le.item_tokens,
-                                        seed=self.cfg.le.seed, progress=_progress(self.cfg))
-        log.info("item tokens: description NLL/token %.3f -> %.3f", report["nll_per_token_before"],
-                 report["nll_per_token_after"])
+        store_key = ITEM_TOKENS.store_key(self.cfg, self.data)
+        stored = token_store.fetch(store_key, self.data.n_items, lm.get_input_embeddings().weight.shape[1])
+        if status.state is State.STALE:
+            log.warning("item tokens in %s were made from other inputs: %s", path,
+                        "replaced by the stored ones" if stored is not None else "retraining")
+        if stored is not None:  # made by another LE run from the same inputs
+            emb, report = stored["embeddings"], stored["report"]
+            log.info("item tokens: reused from %s", token_store.store_path(store_key))
+        else:
+            torch.manual_seed(self.cfg.le.seed)
+            log.info("training item tokens for %d items", self.data.n_items)
+            emb, report = train_item_tokens(lm, tokenizer, self.data.sequences.item_text, self.cfg.le.item_tokens,
+                                            seed=self.cfg.le.seed, progress=_progress(self.cfg))
+            log.info("item tokens: description NLL/token %.3f -> %.3f", report["nll_per_token_before"],
+                     report["nll_per_token_after"])
+            log.info("item tokens: stored in %s for other LE runs", token_store.put(store_key, emb, report))
         atomic_torch_save(path, {"key": ITEM_TOKENS.key(self.cfg, self.data), "embeddings": emb, "report": report})
         return emb, report
 
@@ -147,7 +161,8 @@ class LERun:
         torch.manual_seed(self.cfg.le.seed)  # LoRA and head initialisation
         train_cfg = self.cfg.le.train
         model = LEModel(lm, tokenizer, emb, self.cfg.le.model,
-                        learned_temperature=train_cfg.temperature if train_cfg.learn_temperature else None)
+                        learned_temperature=train_cfg.temperature if train_cfg.learn_temperature else None,
+                        tune_tokens=train_cfg.token_lr > 0)  # tuned tokens then load from le/ with the heads
         le_dir = self.run_dir / "le"
         done, train_state = LE_TRAINING.outputs(self.run_dir)
         key = LE_TRAINING.key(self.cfg, self.data)
@@ -174,6 +189,10 @@ class LERun:
                                  validate=self._validation if self.cfg.le.train.eval_every else None)
         if is_main():  # every rank holds the same weights
             weights = model.save(le_dir)
+            chosen = self.selection_users()  # the curve exists with that check only
+            if chosen is not None:  # before done.json: a finished LE always has its curve
+                write_curve(self.run_dir, history, popularity_ndcg(self.data.sequences, self.data.val,
+                                                                   self.data.split.item_counts, chosen), len(chosen))
             atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
         barrier()  # le/ is complete for every rank
         return model
@@ -246,6 +265,8 @@ class LERun:
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
                   "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)"}
+        if model.token_parameters():  # le.train.token_lr: how far LE training moved the item tokens
+            report["item_token_tuning"] = token_shift(self._saved_item_tokens()[0], model.item_tokens)
         labelled = LABELLING.status(self.run_dir, self.cfg, self.data, weights_hash(model))
         if labelled.current:  # how good are its proposals
             cache = load_label_cache(LABELLING.outputs(self.run_dir)[0], verify=False)

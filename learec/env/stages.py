@@ -15,6 +15,7 @@ import torch
 
 from learec.config import Config
 from learec.data.prepared import PreparedData
+from learec.env import token_store
 from learec.env.eval_states import EVAL_STATES
 from learec.env.label import SHARDS, cache_problem, load_label_cache
 from learec.errors import UserError
@@ -31,7 +32,7 @@ def negatives(cfg: Config) -> int:
 
 def read_item_tokens(path: Path) -> dict[str, Any]:
     """``item_tokens.pt`` as written by :meth:`learec.env.run.LERun.item_tokens`, read safely (no pickle)."""
-    hint = f"delete it: `learec env train --run-dir {path.parent}` trains the item tokens again"
+    hint = f"delete it: `learec env train --run-dir {path.parent}` makes the item tokens again"
     saved = load_torch_file(path, hint)
     if not isinstance(saved, dict) or not isinstance(saved.get("embeddings"), torch.Tensor) or "report" not in saved:
         raise UserError(f"{path} does not hold item tokens", hint)
@@ -51,12 +52,20 @@ class ItemTokens:
                             "data": data.manifest["key"], "seed": cfg.le.seed})
 
     def status(self, run_dir: Path, cfg: Config, data: PreparedData) -> StageStatus:
-        """``found`` is the file's content (embeddings, report) when it exists."""
+        """``found`` is the file's content (embeddings, report) when it exists. Tokens to make are copied
+        from the item-token store (:mod:`learec.env.token_store`) when it holds them, else trained."""
         path = self.outputs(run_dir)[0]
         saved = read_item_tokens(path) if path.is_file() else None
         stored = None if saved is None else str(saved.get("key"))
-        return keyed_status(self.name, stored, self.key(cfg, data), missing="to train",
-                            stale="made from other inputs: retrain", found=saved)
+        key = self.key(cfg, data)
+        reuse = stored != key and token_store.store_path(self.store_key(cfg, data)).is_file()
+        make = "reuse from the item-token store" if reuse else "train"
+        return keyed_status(self.name, stored, key, found=saved, missing=f"to {make}",
+                            stale=f"made from other inputs: {make if reuse else 'retrain'}")
+
+    def store_key(self, cfg: Config, data: PreparedData) -> str:
+        """Their key in the item-token store, which every LE run shares (:func:`learec.env.token_store.store_key`)."""
+        return token_store.store_key(cfg, data.sequences.item_text)
 
 
 class LETraining:

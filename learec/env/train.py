@@ -13,6 +13,9 @@ With ``le.train.steps`` a step budget replaces the epochs: each step draws ``bat
 (state NDCG@10) is asked and the best weights are kept, in memory and in the checkpoint, and restored at
 the end. That mode runs in one process only (not under ``torchrun``).
 
+With ``le.train.token_lr`` the item tokens train too, as a second Adam parameter group at that rate; they
+are then part of the LE's weights (checkpoint, ``heads.pt``, weights hash).
+
 An epoch-end checkpoint (adapters, heads, optimiser) lets a killed run resume; batches come from a
 per-epoch numpy RNG, so a resumed run replays the same epochs (the LE has no dropout by default; with
 ``lora_dropout > 0`` a resumed run is not bit-identical).
@@ -133,11 +136,22 @@ def training_lengths(train_user: np.ndarray, train_position: np.ndarray) -> dict
     return {int(u): int(ends[u]) for u in np.unique(user)}
 
 
+def _optimizer(model: LEModel, cfg: LETrainConfig) -> torch.optim.Optimizer:
+    """Adam over the adapters and heads at ``lr``; with ``token_lr`` the item tokens are a second group."""
+    if not cfg.token_lr:  # exactly the optimiser (and checkpoint layout) of LEs trained before token_lr
+        return torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    if not model.token_parameters():
+        raise ValueError("le.train.token_lr > 0 needs an LEModel built with tune_tokens=True")
+    return torch.optim.Adam([{"params": model.trainable_parameters()},
+                             {"params": model.token_parameters(), "lr": cfg.token_lr}], lr=cfg.lr)
+
+
 STEP_STREAM = 7919  # seeds the per-step RNG of le.train.steps apart from the per-epoch ones
 
 
 def _trainable(model: LEModel) -> dict[str, Tensor]:
-    """The weights a checkpoint holds: adapters and heads (the LM and the item tokens never change)."""
+    """The weights a checkpoint holds: adapters and heads, and the item tokens when tuned (the LM never
+    changes; untuned item tokens are a buffer outside the state dict)."""
     return {k: v for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
 
 
@@ -153,7 +167,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         raise UserError("le.train.steps does not run under torchrun yet", "use le.train.epochs there")
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "train_state.pt"
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    optimizer = _optimizer(model, cfg)
     history: list[dict[str, float]] = []
     start_epoch = 0
     restart = "delete it and run `learec env train` again: LE training then starts over"
@@ -177,7 +191,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
                             (history, start_epoch, best), validate, progress, n_items)
     distributed = is_distributed()
     loss_fn: nn.Module = LELoss(model, cfg, n_items)
-    if distributed:  # rank 0's weights reach every rank here; the buffers (item tokens, prompt) never change
+    if distributed:  # rank 0's weights reach every rank here; the buffers (untuned item tokens, prompt) never change
         loss_fn = DistributedDataParallel(loss_fn, device_ids=[model.device] if model.device.type == "cuda" else None,
                                           forward_sync_buffers=False)
     model.train()
