@@ -233,6 +233,17 @@ def test_le_runs_share_item_tokens_through_the_store(le_data_dir: Path, monkeypa
     assert spy.calls == 2 and len(list(token_store.store_root().iterdir())) == 2
 
 
+def test_item_tokens_made_before_the_store_enter_it(le_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = LERun(le_data_dir.parent / "a", smoke_config())
+    emb, _ = first.item_tokens()
+    stored = token_store.store_path(ITEM_TOKENS.store_key(first.cfg, first.data))
+    stored.unlink()  # as for a run directory made before the store existed
+    LERun(le_data_dir.parent / "a").item_tokens()  # current: nothing trained, the store is filled
+    spy = TrainerSpy(monkeypatch)
+    reused, _ = LERun(le_data_dir.parent / "b", smoke_config("le.train.epochs=1")).item_tokens()
+    assert stored.is_file() and spy.calls == 0 and torch.equal(reused, emb)
+
+
 def test_a_stale_run_dir_takes_the_stored_tokens(le_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = le_data_dir.parent / "a"
     LERun(le_data_dir.parent / "other", smoke_config("le.item_tokens.lr=0.02")).item_tokens()

@@ -125,11 +125,13 @@ class LERun:
 
     def _train_item_tokens(self) -> tuple[torch.Tensor, dict[str, Any]]:
         status = ITEM_TOKENS.status(self.run_dir, self.cfg, self.data)
+        store_key = ITEM_TOKENS.store_key(self.cfg, self.data)
         if status.current:
+            if not token_store.store_path(store_key).is_file():  # made before the store, or the store was emptied
+                token_store.put(store_key, status.found["embeddings"], status.found["report"])
             return status.found["embeddings"], status.found["report"]
         path = ITEM_TOKENS.outputs(self.run_dir)[0]
         lm, tokenizer = self.lm()
-        store_key = ITEM_TOKENS.store_key(self.cfg, self.data)
         stored = token_store.fetch(store_key, self.data.n_items, lm.get_input_embeddings().weight.shape[1])
         if status.state is State.STALE:
             log.warning("item tokens in %s were made from other inputs: %s", path,
