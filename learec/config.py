@@ -219,7 +219,8 @@ class LETrainConfig(_Strict):
     epochs: int = Field(5, ge=0, description="passes over the subset, one random window per user each")
     lr: float = Field(0.001, gt=0)
     batch_users: int = Field(8, ge=1)
-    state_negatives: int = Field(64, ge=1, description="K sampled negatives of the sampled-softmax state loss")
+    state_negatives: int = Field(64, ge=0, description="K sampled negatives of the sampled-softmax state loss; 0 = a "
+                                 "full softmax over every item (what full-ranking evaluation measures)")
     temperature: float = Field(0.1, gt=0, description="of the cosine similarities in the state loss")
     learn_temperature: bool = Field(False, description="learn the temperature (as its log), starting at temperature")
     steps: int = Field(0, ge=0, description="a step budget instead of epochs: each step takes batch_users random "

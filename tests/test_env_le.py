@@ -14,7 +14,7 @@ import torch
 
 from learec.cli import main
 from learec.config import load_config
-from learec.env.batches import uniform_negatives, unseen_items
+from learec.env.batches import uniform_negatives, unseen_items, user_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
 from learec.env.label import SHARDS, cache_problem, load_label_cache
 from learec.env.model import LEModel, plan_segments, weights_hash
@@ -486,3 +486,31 @@ def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Pa
                             run.cfg.le.model.window, exclude_users=chosen)
     assert metrics["val_users"] == len(all_val) - len(chosen)
     assert LERun(tmp_path / "plain", smoke_config()).selection_users() is None
+
+
+def test_full_softmax_state_loss_equals_a_naive_per_position_cross_entropy(le_data_dir: Path, tmp_path: Path) -> None:
+    # le.train.state_negatives=0: every item competes with the next one, as in full-ranking evaluation
+    from learec.env.train import LELoss, le_batch
+
+    cfg = smoke_config("le.train.state_negatives=0")
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    seqs = run.data.sequences
+    rows = [user_items(seqs, u)[:6] for u in range(3)]
+    rng = np.random.default_rng(0)
+    batch = le_batch(rows, rows, cfg.le.train, rng, run.data.n_items, model.device)
+    assert batch[-1].shape[-1] == 0  # no sampled negatives
+    with torch.no_grad():
+        loss = LELoss(model, cfg.le.train, run.data.n_items)(*batch)["state_loss"]
+        out = model(*batch[:4])
+        states = model.states(model.state_hidden(out)[:, :-1])
+        keys = model.item_keys()
+        naive = []
+        for b, row in enumerate(rows):
+            for t, item in enumerate(row):  # state after t items against all items, target row[t]
+                s = torch.nn.functional.normalize(states[b, t], dim=-1)
+                logits = (torch.nn.functional.normalize(keys, dim=-1) @ s) / cfg.le.train.temperature
+                naive.append(torch.logsumexp(logits, 0) - logits[int(item)])
+    assert torch.allclose(loss, torch.stack(naive).mean(), atol=1e-5)

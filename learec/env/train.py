@@ -75,6 +75,8 @@ def le_batch(rows: list[np.ndarray], seen: list[np.ndarray], cfg: LETrainConfig,
         candidates.append((unseen_items(rng, user_seen, len(pos), n_items), pos))
     items, lengths, cand_items, cand_hist = pack_rows(rows, candidates, pad=n_items).to_tensors(device)
     positives = items.clamp(max=n_items - 1)
+    if cfg.state_negatives == 0:  # full softmax: no sampled negatives (an empty tensor keeps one signature)
+        return items, lengths, cand_items, cand_hist, positives.new_empty((*positives.shape, 0))
     negs = uniform_negatives(rng, positives.cpu().numpy().reshape(-1), cfg.state_negatives, n_items)
     return items, lengths, cand_items, cand_hist, torch.as_tensor(negs, device=device).view(*positives.shape, -1)
 
@@ -98,10 +100,15 @@ class LELoss(nn.Module):
         states = model.states(model.state_hidden(out)[:, :-1])  # [B, T, d]
         positives = items.clamp(max=self.n_items - 1)
         keys = model.item_keys()
-        cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
-        logits = model.similarity(states, keys[cand]) / model.temperature(cfg.temperature)
-        state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
-                                                                device=model.device))
+        temperature = model.temperature(cfg.temperature)
+        if cfg.state_negatives == 0:  # every item competes, as in full-ranking evaluation
+            logits = model.similarity(states[valid], keys) / temperature
+            state_loss = F.cross_entropy(logits, positives[valid])
+        else:  # the positive (column 0) against K sampled negatives
+            cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
+            logits = model.similarity(states, keys[cand]) / temperature
+            state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
+                                                                    device=model.device))
 
         rewards_items = model.rewards(model.item_hidden(out))  # [B, T]
         rewards_cand = model.rewards(out.cand_hidden)  # [B, C]
