@@ -115,7 +115,7 @@ def cmd_env_label(args: argparse.Namespace) -> None:
 def cmd_env_report(args: argparse.Namespace) -> None:
     from learec.env.run import env_report
 
-    report = env_report(Path(args.run_dir))
+    report = env_report(Path(args.run_dir), args.overrides)
     keys = ("state_ndcg@10", "state_hr@10", "pop_ndcg@10", "pop_hr@10", "reward_pairwise_acc", "points", "val_users",
             "state_ndcg@10_le_users", "state_ndcg@10_other_users", "key_mean_cosine", "key_mean_norm",
             "key_specific_norm", "state_mean_cosine", "augmentation_diversity")
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("report", help="LE quality on validation users (state model as a recommender, reward "
                         "accuracy): RUN_DIR/le_report.json and .png")
     p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="le.report.KEY=VALUE",
+                   help="a report setting for this report only, e.g. --set le.report.val_users=500 (repeatable): "
+                   "nothing is retrained or relabelled, and the run's config.yaml keeps its own")
     p.set_defaults(func=cmd_env_report)
 
     cfg = sub.add_parser("config", help="inspect configurations")

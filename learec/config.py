@@ -542,6 +542,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(tree, source=str(path) if path else "defaults")
 
 
+def with_overrides(cfg: Config, overrides: list[str], source: str = "config") -> Config:
+    """``cfg`` with ``--set`` ``overrides`` applied, validated as a whole (``cfg`` is left as it is)."""
+    tree = cfg.to_dict()
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(tree, keys, value)
+    return build_config(tree, source)
+
+
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     """``key: old -> new`` for every dotted key whose value differs between two config trees (b old, a new)."""
     out = []
