@@ -350,6 +350,17 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
                    "by the same code)")
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How the interrupted command goes on, with its own run directory where it has one."""
+    run_dir = getattr(args, "run_dir", None)
+    if args.func is cmd_train:
+        return (f"the run continues with `learec train --resume --run-dir {run_dir or 'RUN_DIR'}`"
+                + ("" if run_dir else " (RUN_DIR: its folder under runs/)"))
+    if args.func in (cmd_env_train, cmd_env_label, cmd_grid, cmd_pipeline):
+        return "the same command continues where it stopped"
+    return "a training run continues with `learec train --resume --run-dir RUN_DIR`"
+
+
 DISTRIBUTED_COMMANDS = (cmd_train, cmd_evaluate, cmd_env_train, cmd_env_label, cmd_env_report)
 
 
@@ -378,8 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learec: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("learec: interrupted; a training run continues with `learec train --resume --run-dir DIR`",
-              file=sys.stderr)
+        print(f"learec: interrupted; {_resume_hint(args)}", file=sys.stderr)
         return 130
     finally:
         if distributed:
