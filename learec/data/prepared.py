@@ -177,6 +177,11 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     template = cfg.text_template if cfg.text_template is not None else spec.text_template
     seqs = build_sequences(raw, cfg.min_user_interactions, cfg.min_item_interactions, template)
     raw_report = raw.report
+    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:  # what the k-core filter removed
+        df = raw.interactions
+        raw_report = {**(raw_report or {}), "kcore_removed": {
+            "interactions": int(len(df) - len(seqs.items)), "users": int(df["user"].nunique() - seqs.n_users),
+            "items": int(df["item"].nunique() - seqs.n_items)}}
     del raw  # the raw frame of a big log is no longer needed: free it before the split arrays are built
     if cfg.protocol == "sqn":
         split = split_sqn(seqs, cfg.history, cfg.split, cfg.split_seed)
