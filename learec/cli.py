@@ -158,12 +158,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from learec.grid import load_grid, run_grid, write_table
 
+    grid = load_grid(args.config, extra_set=args.overrides)
     if args.table_only:
-        grid = load_grid(args.config)
         write_table(grid)
         out = grid.out
     else:
-        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
+        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only, grid=grid,
                        reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
         if args.dry_run:
             return
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every cell, after the file's `set` (repeatable), e.g. --set "
+                   "train.epochs=5; a finished cell whose config it changes is stale")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
     what.add_argument("--dry-run", action="store_true",
