@@ -91,3 +91,15 @@ def test_readme_own_data_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert data.sequences.item_text[3] == "Product 3, category 3"
     assert (runs / "grid-mydata" / "snqn+lea-seed0" / "le_cache.json").is_file()
     assert "snqn+lea" in (runs / "grid-mydata" / "report" / "report.md").read_text()
+
+
+def test_le_defaults_and_the_generic_config_name_no_domain() -> None:
+    """The LE's default prompt and description, and configs/le_generic.yaml's, say nothing about films,
+    music or shops; configs/le_ml100k.yaml keeps its films."""
+    domain_words = ("movie", "film", "watch", "song", "music", "listen", "product", "bought", "shop")
+    for cfg in (load_config(None), load_config(ROOT / "configs" / "le_generic.yaml")):
+        for text in (cfg.le.model.prompt, cfg.le.item_tokens.describe):
+            assert not any(word in text.lower() for word in domain_words), text
+    films = load_config(ROOT / "configs" / "le_ml100k.yaml").le
+    assert (films.model.prompt, films.item_tokens.describe) == ("A user watched these movies, oldest first:",
+                                                                " is the movie {text}.")
