@@ -39,12 +39,13 @@ def _set_arg(key: str, value: Any) -> str:
 
 
 def _label_commands(label_dir: Path) -> str:
+    """The commands that label the current data in the directory that made ``label_dir``."""
     source = json.loads((label_dir / "manifest.json").read_text())["fingerprint"].get("source")
     run_dir = label_dir.parent
     if source:  # a control source: no LE to retrain
         return f"`learec env label --source {source} --run-dir {run_dir}`"
-    return f"`learec env train --run-dir {run_dir}` (it retrains on the data as they are now), then " \
-           f"`learec env label --run-dir {run_dir}`"
+    return (f"`learec env train --run-dir {run_dir}` (it retrains on the data as they are now), then "
+            f"`learec env label --run-dir {run_dir}`")
 
 
 def data_mismatch(label_dir: Path, data: PreparedData, labelled_key: str, labelled_rows: int) -> UserError:
