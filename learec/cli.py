@@ -117,7 +117,7 @@ def cmd_env_label(args: argparse.Namespace) -> None:
 def cmd_env_report(args: argparse.Namespace) -> None:
     from learec.env.run import env_report
 
-    report = env_report(Path(args.run_dir))
+    report = env_report(Path(args.run_dir), args.overrides)
     keys = ("state_ndcg@10", "state_hr@10", "pop_ndcg@10", "pop_hr@10", "reward_pairwise_acc", "points", "val_users",
             "state_ndcg@10_le_users", "state_ndcg@10_other_users", "key_mean_cosine", "key_mean_norm",
             "key_specific_norm", "state_mean_cosine", "augmentation_diversity")
@@ -160,12 +160,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from learec.grid import load_grid, run_grid, write_table
 
+    grid = load_grid(args.config, extra_set=args.overrides)
     if args.table_only:
-        grid = load_grid(args.config)
         write_table(grid)
         out = grid.out
     else:
-        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only,
+        out = run_grid(args.config, workers=args.workers, threads=args.threads, only=args.only, grid=grid,
                        reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
         if args.dry_run:
             return
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("report", help="LE quality on validation users (state model as a recommender, reward "
                         "accuracy): RUN_DIR/le_report.json and .png")
     p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="le.report.KEY=VALUE",
+                   help="a report setting for this report only, e.g. --set le.report.val_users=500 (repeatable): "
+                   "nothing is retrained or relabelled, and the run's config.yaml keeps its own")
     p.set_defaults(func=cmd_env_report)
 
     cfg = sub.add_parser("config", help="inspect configurations")
@@ -302,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every cell, after the file's `set` (repeatable), e.g. --set "
+                   "train.epochs=5; a finished cell whose config it changes is stale")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--table-only", action="store_true", help="only rebuild the results table from finished runs")
     what.add_argument("--dry-run", action="store_true",
@@ -349,6 +355,17 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
                    "by the same code)")
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How the interrupted command goes on, with its own run directory where it has one."""
+    run_dir = getattr(args, "run_dir", None)
+    if args.func is cmd_train:
+        return (f"the run continues with `learec train --resume --run-dir {run_dir or 'RUN_DIR'}`"
+                + ("" if run_dir else " (RUN_DIR: its folder under runs/)"))
+    if args.func in (cmd_env_train, cmd_env_label, cmd_grid, cmd_pipeline):
+        return "the same command continues where it stopped"
+    return "a training run continues with `learec train --resume --run-dir RUN_DIR`"
+
+
 DISTRIBUTED_COMMANDS = (cmd_train, cmd_evaluate, cmd_env_train, cmd_env_label, cmd_env_report)
 
 
@@ -377,8 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learec: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("learec: interrupted; a training run continues with `learec train --resume --run-dir DIR`",
-              file=sys.stderr)
+        print(f"learec: interrupted; {_resume_hint(args)}", file=sys.stderr)
         return 130
     finally:
         if distributed:

@@ -162,13 +162,45 @@ class RLConfig(_Strict):
                                       description="reward of the logged action by event type")
     default_reward: float = Field(1.0, description="reward for event types missing from `rewards` (single-type data)")
     negatives: int = Field(10, ge=1, description="SNQN/SA2C: uniform negative actions per transition")
-    warmup_steps: int = Field(3000, ge=0, description="SA2C: SNQN steps before the advantage-weighted phase")
+    warmup_steps: int | None = Field(3000, ge=0, description="SA2C: SNQN steps before the advantage-weighted phase "
+                                     "(null when warmup_epochs gives the warm-up)")
+    warmup_epochs: float | None = Field(None, ge=0, description="SA2C: the warm-up in epochs instead of steps, turned "
+                                        "into round(epochs x batches per epoch) steps when training starts; give it "
+                                        "or warmup_steps, not both")
     sac_warmup_steps: int = Field(0, ge=0, description="SAC: SQN steps before the Q-weighted phase")
     actor_lr: float = Field(0.001, gt=0, description="SA2C: learning rate of the fresh optimiser after warm-up")
     advantage_clip: tuple[float, float] = (0.0, 10.0)
     off_policy_correction: bool = Field(False, description="SA2C: weight the actor term by pi(a|s)/popularity(a)")
     correction_clip: float = Field(10.0, gt=0, description="upper clip of the off-policy weight")
     rank_by: Literal["ce", "q"] = Field("ce", description="which head ranks items at evaluation")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_warmup(cls, tree: Any) -> Any:
+        # warmup_steps has a default, so a file that gives warmup_epochs alone leaves it null (and a saved
+        # config.yaml holds it null); giving both is ambiguous and refused
+        if isinstance(tree, dict) and tree.get("warmup_epochs") is not None:
+            if tree.get("warmup_steps") is not None:
+                raise ValueError(f"rl.warmup_steps ({tree['warmup_steps']}) and rl.warmup_epochs "
+                                 f"({tree['warmup_epochs']}) both set the SA2C warm-up: give one of them (drop "
+                                 "warmup_steps, or --set rl.warmup_steps=null)")
+            tree = {**tree, "warmup_steps": None}
+        return tree
+
+    @model_validator(mode="after")
+    def _some_warmup(self) -> "RLConfig":
+        if self.warmup_steps is None and self.warmup_epochs is None:
+            raise ValueError("rl.warmup_steps is null and rl.warmup_epochs unset: give the SA2C warm-up in one of them")
+        return self
+
+    def sa2c_warmup_steps(self, batches_per_epoch: int | None) -> int:
+        """The warm-up in steps: ``warmup_steps``, or ``warmup_epochs`` x ``batches_per_epoch`` rounded half up."""
+        if self.warmup_epochs is None:
+            assert self.warmup_steps is not None  # _some_warmup
+            return self.warmup_steps
+        if batches_per_epoch is None:
+            raise ValueError("rl.warmup_epochs needs the number of batches per epoch to become steps")
+        return int(self.warmup_epochs * batches_per_epoch + 0.5)
 
 
 class ItemTokenConfig(_Strict):
@@ -518,6 +550,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         keys, value = parse_override(item)
         _apply_override(tree, keys, value)
     return build_config(tree, source=str(path) if path else "defaults")
+
+
+def with_overrides(cfg: Config, overrides: list[str], source: str = "config") -> Config:
+    """``cfg`` with ``--set`` ``overrides`` applied, validated as a whole (``cfg`` is left as it is)."""
+    tree = cfg.to_dict()
+    for item in overrides:
+        keys, value = parse_override(item)
+        _apply_override(tree, keys, value)
+    return build_config(tree, source)
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

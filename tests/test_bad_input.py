@@ -54,6 +54,8 @@ CASES = {
     "k of zero": lambda t: ["config", "show", "--set", "eval.ks=[0,10]"],
     "infinite learning rate": lambda t: ["config", "show", "--set", "train.lr=.inf"],
     "augment_k without augment": lambda t: ["config", "show", "--set", "lea.augment_k=2"],
+    "warm-up in steps and in epochs": lambda t: ["config", "show", "--set", "rl.warmup_steps=10", "--set",
+                                                 "rl.warmup_epochs=1"],
     "key given twice": lambda t: ["config", "show", "--config", _file(t, "c.yaml", "seed: 1\nseed: 2\n")],
     "config not UTF-8": lambda t: ["config", "show", "--config", _file(t, "c.yaml", b"data: {text_template: '\xe9'}\n")],
     "config not YAML": lambda t: ["config", "show", "--config", _file(t, "c.yaml", "a: [1\n")],

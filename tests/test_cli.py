@@ -81,6 +81,31 @@ def test_stats_json_and_python_dash_m(data_dir):
     assert stats["interactions"] == stats["event_types"]["click"] + stats["event_types"]["purchase"]
 
 
+def test_stats_json_of_own_data_has_a_raw_section(data_dir, tmp_path, capsys):
+    """Generic-format data: what was read (files, rows, users, items, items with no row in items.csv) and,
+    with a k-core, what it removed; the default item text is every items.csv column as "name: value"."""
+    raw = tmp_path / "mine"
+    raw.mkdir()
+    rows = [f"{user},{item},{t}" for t, (user, item) in enumerate(
+        [("a", 1), ("a", 2), ("a", 3), ("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 4), ("b", 2), ("b", 1),
+         ("c", 1), ("c", 2), ("c", 5), ("c", 1), ("c", 2)])]
+    (raw / "interactions.csv").write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    (raw / "items.csv").write_text("item,title,category\n1,Kettle,kitchen\n2,Mug,\n3,Lamp,living room\n")
+    assert main(["data", "stats", "mine", "--raw", str(raw), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["raw"] == {"files": [{"file": "interactions.csv", "lines": 15, "malformed": 0, "examples": []},
+                                      {"file": "items.csv", "lines": 3, "malformed": 0, "examples": []}],
+                            "users": 3, "items": 5, "items_without_text": 2}
+    assert main(["data", "stats", "mine", "--json", "--set", "data.min_item_interactions=2"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["raw"]["kcore_removed"] == {"interactions": 3, "users": 0, "items": 3}
+    from learec.data.prepared import prepare
+
+    texts = prepare(load_config(None, ["data.dataset=mine"]).data, log=lambda *_: None).sequences.item_text
+    assert texts == ["title: Kettle, category: kitchen", "title: Mug", "title: Lamp, category: living room",
+                     "item 4", "item 5"]
+
+
 def test_help_for_every_subcommand(capsys):
     for argv in (["--help"], ["data", "--help"], ["data", "prepare", "--help"], ["train", "--help"],
                  ["evaluate", "--help"], ["grid", "--help"], ["pipeline", "--help"], ["report", "--help"],

@@ -304,6 +304,37 @@ def test_cli_env_train_label_report(le_data_dir: Path, tmp_path: Path, capsys: p
     assert main(["env", "label", "--run-dir", str(tmp_path / "nowhere")]) == 2
 
 
+def test_env_report_takes_its_own_settings_without_making_earlier_stages_stale(
+        le_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from learec.env.stages import le_status
+
+    run_dir = tmp_path / "le-run"
+    base = ["--config", str(SMOKE), "--set", "le.progress=false", "--run-dir", str(run_dir)]
+    assert main(["env", "train", *base]) == 0
+    assert main(["env", "label", "--run-dir", str(run_dir)]) == 0
+    saved = (run_dir / "config.yaml").read_text()
+    made = {p: p.stat().st_mtime_ns for p in (run_dir / "item_tokens.pt", run_dir / "le" / "heads.pt",
+                                              run_dir / "label" / "manifest.json")}
+    assert main(["env", "report", "--run-dir", str(run_dir), "--set", "le.report.val_users=3"]) == 0
+    report = json.loads((run_dir / "le_report.json").read_text())
+    assert report["val_users"] == 3 and report["report_settings"] == {"val_users": 3}
+    # nothing before the report was redone, and the run's config keeps its own settings
+    assert {p: p.stat().st_mtime_ns for p in made} == made
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert main(["env", "train", *base]) == 0 and main(["env", "label", "--run-dir", str(run_dir)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in made} == made
+    # by the run's own settings the item tokens, LE and labels are current and the report (other settings) is not
+    cfg = load_config(run_dir / "config.yaml")
+    status = {s.stage: s.state.value for s in le_status(cfg, run_dir, LERun(run_dir).data)}
+    assert status == {"item tokens": "current", "LE training": "current", "labelling": "current",
+                      "LE report": "stale"}
+    capsys.readouterr()
+    # a setting that made the LE or its labels is no report setting
+    assert main(["env", "report", "--run-dir", str(run_dir), "--set", "le.train.epochs=9"]) == 2
+    assert "only le.report.* keys" in capsys.readouterr().err
+    assert main(["env", "report", "--run-dir", str(run_dir), "--set", "le.report.val_users=0"]) == 2
+
+
 @pytest.mark.slow
 def test_real_default_lm_end_to_end_on_a_handful_of_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fetched SmolLM2-135M through item tokens, LE training, labelling and the report (a few users)."""

@@ -159,6 +159,11 @@ def test_dry_run_reports_each_cell_and_changes_nothing(tmp_path, monkeypatch, ca
     assert lines[-2].endswith("5 runs -> " + str(out) + ": 1 finished, 1 reuse, 1 resume, 1 new, 1 stale")
     assert lines[-1].startswith("a run would stop at the stale cells")
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    # --set overrides every cell: the sac folder (started with lr 0.5, never trained) fits it, the others are stale
+    assert main(["grid", "--config", str(grid_file), "--dry-run", "--set", "train.lr=0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
+    assert status == {"ce": "stale", "sqn": "stale", "sac": "new", "snqn": "new", "sa2c": "new"}
 
     # A real run with a stale cell stops before it touches anything, the reusable cell included.
     assert main(["grid", "--config", str(grid_file), "--reuse", str(other)]) == 2

@@ -145,6 +145,65 @@ def test_cache_for_other_data_is_refused(data, tmp_path: Path) -> None:
         le_inputs_for(cfg, data)
 
 
+def test_cache_for_other_data_names_the_settings_that_differ(data, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from learec.cli import main
+
+    le = make_cache(tmp_path / "le", data)
+    load_config(None, BASE).save(le / "config.yaml")  # the labels' run: BASE's data section
+    run = [*BASE, "objective=snqn", f"lea.cache={le}", "lea.reward=true"]
+
+    # only the item text differs: RL training reads none, so the labels fit and no relabelling is advised
+    cfg = load_config(None, [*run, "data.text_template='{title}'"])
+    with pytest.raises(UserError) as raised:
+        le_inputs_for(cfg, prepare(cfg.data, log=lambda *_: None))
+    said = str(raised.value)
+    assert "data.text_template: None (labels) vs '{title}' (this run)" in said
+    assert "reads no item text" in said and '--set "data.text_template=null"' in said
+    assert "relabel" not in said and "label again" not in said
+
+    # a setting that shapes the transitions, through the CLI: both values, and both ways out
+    path = tmp_path / "run.yaml"
+    load_config(None, [*run, "data.history=6"]).save(path)
+    assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    said = capsys.readouterr().err
+    assert "data.history: 5 (labels) vs 6 (this run)" in said
+    assert '--set "data.history=5"' in said and "learec env label --run-dir NEW_DIR" in said
+
+    # the same settings on other raw files: the files are named, and the labelling that redoes them
+    moved = tmp_path / "moved"
+    shutil.copytree(raw_dir("synthetic"), moved)
+    with open(moved / "interactions.csv", "a") as f:
+        f.write("u999,1,99999999,click\nu999,2,99999999,click\n")
+    cfg = load_config(None, [*run, f"data.raw={moved}"])
+    with pytest.raises(UserError, match="the data settings are the same, so the raw files differ") as raised:
+        le_inputs_for(cfg, prepare(cfg.data, log=lambda *_: None))
+    assert f"learec env train --run-dir {le}" in str(raised.value)
+
+
+def test_a_missing_label_cache_names_the_command_that_makes_it(data, tmp_path: Path) -> None:
+    from learec.env.label import load_label_cache
+
+    with pytest.raises(UserError) as raised:  # a directory with no LE run at all
+        load_label_cache(tmp_path / "nothing" / "label")
+    assert f"learec env train --config FILE --run-dir {tmp_path / 'nothing'}" in str(raised.value)
+    le = tmp_path / "le"
+    load_config(None, BASE).save(le / "config.yaml")  # an LE run whose LE never trained
+    with pytest.raises(UserError) as raised:
+        load_label_cache(le / "label")
+    said = str(raised.value)
+    assert f"`learec env train --run-dir {le}`" in said and f"`learec env label --run-dir {le}`" in said
+    assert "DIR`" not in said and "again" not in said
+    (le / "le").mkdir()
+    (le / "le" / "done.json").write_text("{}")  # trained, never labelled
+    with pytest.raises(UserError, match=f"make it: `learec env label --run-dir {le}`"):
+        load_label_cache(le / "label")
+    make_cache(le, data)  # labelled, then corrupted
+    (le / "label" / "reward.npy").write_bytes(b"broken")
+    with pytest.raises(UserError, match=f"run `learec env label --run-dir {le}` again"):
+        load_label_cache(le / "label")
+
+
 def test_lea_config_validation() -> None:
     with pytest.raises(UserError, match="RL objective"):
         load_config(None, ["objective=ce", "lea.reward=true", "lea.cache=x"])

@@ -301,3 +301,45 @@ def test_sa2c_off_policy_correction_divides_by_popularity_and_clips():
     expected = [advantage * min((1 / N_ITEMS) / beta[0].item(), 3.0), advantage * min((1 / N_ITEMS) / beta[1].item(), 3.0)]
     assert w.tolist() == pytest.approx(expected)
     assert expected[0] < expected[1]  # the popular item's term is down-weighted
+
+
+def test_sa2c_warmup_in_epochs_becomes_steps_per_epoch(tmp_path, monkeypatch):
+    """rl.warmup_epochs = epochs x batches per epoch, rounded half up; through a real run, the objective gets
+    that many steps from the training data's size (no warmup_epochs: warmup_steps, as before)."""
+    from learec.data.prepared import prepare
+    from learec.data.registry import raw_dir
+    from learec.data.synthetic import generate_synthetic_log
+    from learec.train.run import objective_for
+    from learec.train.trainer import epoch_batches
+
+    cfg = load_config(None, ["objective=sa2c", "rl.warmup_epochs=1.5"])
+    assert cfg.rl.warmup_steps is None and cfg.rl.sa2c_warmup_steps(10) == 15
+    assert cfg.rl.sa2c_warmup_steps(3) == 5  # 4.5 rounds up
+    assert load_config(None, ["rl.warmup_steps=7"]).rl.sa2c_warmup_steps(10) == 7  # epochs unset: steps as given
+    assert load_config(None, ["rl.warmup_epochs=0"]).rl.sa2c_warmup_steps(10) == 0
+    # under torchrun a last batch too small to give each rank a row is skipped
+    assert epoch_batches(97, 32) == 4 and epoch_batches(98, 32, world=2) == 4 and epoch_batches(97, 32, world=2) == 3
+
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    generate_synthetic_log(raw_dir("synthetic"), n_users=30, n_items=20)
+    sets = ["data.dataset=synthetic", "data.protocol=sqn", "data.history=5", "model.hidden=8", "model.backbone=gru4rec",
+            "objective=sa2c", "train.batch_size=16"]
+    data = prepare(load_config(None, sets).data, log=lambda *_: None)
+    batches = -(-len(data.train) // 16)
+    assert objective_for(load_config(None, [*sets, "rl.warmup_epochs=2"]), data).warmup_steps == 2 * batches
+    assert objective_for(load_config(None, sets), data).warmup_steps == 3000  # the default, unchanged
+    # a saved config (warmup_steps written as null) loads back the same
+    saved = load_config(None, [*sets, "rl.warmup_epochs=2"])
+    saved.save(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").to_dict() == saved.to_dict()
+
+
+def test_sa2c_warmup_in_steps_and_in_epochs_together_is_refused(capsys):
+    from learec.cli import main
+
+    assert main(["config", "show", "--set", "rl.warmup_steps=100", "--set", "rl.warmup_epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "rl.warmup_steps (100) and rl.warmup_epochs (1) both set the SA2C warm-up" in err
+    assert "rl.warmup_steps=null" in err  # how to give epochs over a file that sets steps
+    assert main(["config", "show", "--set", "rl.warmup_steps=100", "--set", "rl.warmup_epochs=1",
+                 "--set", "rl.warmup_steps=null"]) == 0

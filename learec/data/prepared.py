@@ -59,14 +59,22 @@ class PreparedData:
         return self.manifest["stats"]
 
 
-def _cache_key(cfg: DataConfig, raw_files: list[Path], options: str | None = None) -> str:
-    # Loader settings key only their own dataset (a changed RC15 sample leaves MovieLens caches valid); a
-    # dataset without settings gets exactly the key it had before loader settings existed.
+def keyed_settings(cfg: DataConfig) -> dict[str, Any]:
+    """The data settings that key a preparation (with the raw files' fingerprints): ``raw`` is a place, not
+    a setting, and loader settings key only their own dataset (a changed RC15 sample leaves MovieLens caches
+    valid); a dataset without settings gets exactly the key it had before loader settings existed."""
     settings = cfg.model_dump(mode="json", exclude={"raw", "loaders"})
+    spec = DATASETS.get(cfg.dataset)
+    options = spec.options if spec is not None else None  # own data (generic format) have no loader settings
     if options is not None:
         settings["loaders"] = {"max_malformed_fraction": cfg.loaders.max_malformed_fraction,
                                options: getattr(cfg.loaders, options).model_dump(mode="json")}
-    return stable_hash({"v": FORMAT_VERSION, "data": settings, "raw": [file_fingerprint(p) for p in raw_files]})
+    return settings
+
+
+def _cache_key(cfg: DataConfig, raw_files: list[Path]) -> str:
+    fingerprints = [file_fingerprint(p) for p in raw_files]
+    return stable_hash({"v": FORMAT_VERSION, "data": keyed_settings(cfg), "raw": fingerprints})
 
 
 def _raw_files(raw_path: Path) -> list[Path]:
@@ -159,7 +167,7 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     spec = get_spec(cfg.dataset, raw)
     raw_path = resolve_raw(spec, raw)
     raw_files = _raw_files(raw_path)
-    key = _cache_key(cfg, raw_files, spec.options)
+    key = _cache_key(cfg, raw_files)
     dest = data_home() / "prepared" / f"{spec.name}-{cfg.protocol}-{key}"
     if not force and (dest / "manifest.json").is_file():
         return _read(dest)
@@ -169,6 +177,11 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     template = cfg.text_template if cfg.text_template is not None else spec.text_template
     seqs = build_sequences(raw, cfg.min_user_interactions, cfg.min_item_interactions, template)
     raw_report = raw.report
+    if cfg.min_user_interactions > 1 or cfg.min_item_interactions > 1:  # what the k-core filter removed
+        df = raw.interactions
+        raw_report = {**(raw_report or {}), "kcore_removed": {
+            "interactions": int(len(df) - len(seqs.items)), "users": int(df["user"].nunique() - seqs.n_users),
+            "items": int(df["item"].nunique() - seqs.n_items)}}
     del raw  # the raw frame of a big log is no longer needed: free it before the split arrays are built
     if cfg.protocol == "sqn":
         split = split_sqn(seqs, cfg.history, cfg.split, cfg.split_seed)

@@ -156,7 +156,20 @@ def read_generic(directory: Path) -> RawData:
         event_order = list(inter["event"].value_counts(sort=True).index)
     items = None
     items_path = directory / "items.csv"
+    files = [_file_report(inter_path, len(df))]
     if items_path.is_file():
         items = read_table(items_path, sep=",")
         require_columns(items, ["item"], items_path)
-    return RawData(inter, items, event_order)
+        files.append(_file_report(items_path, len(items)))
+    logged = pd.unique(inter["item"])
+    # items with no row in items.csv get the text "item <id>" (learec.data.preprocess.item_texts)
+    described = np.isin(logged, items["item"].to_numpy()) if items is not None else np.zeros(len(logged), bool)
+    report = {"files": files, "users": int(inter["user"].nunique()), "items": int(len(logged)),
+              "items_without_text": int((~described).sum())}
+    return RawData(inter, items, event_order, report)
+
+
+def _file_report(path: Path, rows: int) -> dict:
+    """A file's entry under ``raw`` in the prepared stats, in the loaders' format; the generic reader skips no
+    line (a malformed one is an error), so none is malformed."""
+    return {"file": path.name, "lines": rows, "malformed": 0, "examples": []}

@@ -75,10 +75,11 @@ def write_eval_states(model: LEModel, seqs: Sequences, splits: dict[str, EvalSet
                       ) -> LabelCache:
     """Build (or reuse, when complete and current) ``out_dir``; returns it."""
     out_dir = Path(out_dir)
+    command = f"learec env label --run-dir {out_dir.parent} --eval-states"  # what remakes them
     problem = cache_problem(out_dir, fingerprint)
     if problem is None:
         log.info("LE states of the evaluation events in %s are complete and verified: reused", out_dir)
-        return load_label_cache(out_dir, fingerprint)
+        return load_label_cache(out_dir, fingerprint, command=command)
     if out_dir.exists():
         if problem != "missing":
             log.warning("LE states of the evaluation events in %s are %s: rebuilding them", out_dir, problem)
@@ -91,4 +92,4 @@ def write_eval_states(model: LEModel, seqs: Sequences, splits: dict[str, EvalSet
         states = eval_set_states(model, seqs, data, window, batch_rows, progress, desc=f"LE states ({name})")
         atomic_save_npy(out_dir / f"{name}.npy", states)
     seal_cache(out_dir, manifest, list(splits))
-    return load_label_cache(out_dir, fingerprint)
+    return load_label_cache(out_dir, fingerprint, command=command)

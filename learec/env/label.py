@@ -110,13 +110,37 @@ def cache_problem(path: Path, fingerprint: dict[str, Any] | None = None) -> str 
     return None
 
 
-def load_label_cache(path: Path, fingerprint: dict[str, Any] | None = None, verify: bool = True) -> LabelCache:
-    """The verified cache at ``path``; a missing, incomplete, stale or corrupt one is an error. ``verify``
-    False skips the checks (another process just made them)."""
+def remake_hint(path: Path, problem: str, command: str | None = None) -> str:
+    """What makes the cache at ``path`` (``run_dir/label``) whole: ``command`` (default: the labelling of
+    that run directory, with its control source if the manifest names one), after the LE where it is
+    missing."""
+    run_dir = path.parent
+    if command is None:
+        try:
+            source = json.loads((path / MANIFEST).read_text())["fingerprint"].get("source")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            source = None
+        command = f"learec env label {f'--source {source} ' if source else ''}--run-dir {run_dir}"
+    if problem != "missing":
+        return f"run `{command}` again: it rebuilds a stale or corrupt cache and resumes an incomplete one"
+    if not (run_dir / "config.yaml").is_file():
+        return (f"{run_dir} holds no LE run: train and label one there (`learec env train --config FILE --run-dir "
+                f"{run_dir}`, then `learec env label --run-dir {run_dir}`), or name an LE run directory")
+    if (run_dir / "le" / "done.json").is_file():
+        return f"make it: `{command}`"
+    return (f"the labels were never made: `learec env train --run-dir {run_dir}` (if its LE is not trained yet), "
+            f"then `{command}`; the directory of a control source: `learec env label --source "
+            f"oracle|popularity|teacher --run-dir {run_dir}`")
+
+
+def load_label_cache(path: Path, fingerprint: dict[str, Any] | None = None, verify: bool = True,
+                     command: str | None = None) -> LabelCache:
+    """The verified cache at ``path``; a missing, incomplete, stale or corrupt one is an error, whose hint
+    is ``command`` (see :func:`remake_hint`). ``verify`` False skips the checks (another process just made them)."""
     path = Path(path)
     problem = cache_problem(path, fingerprint) if verify else None
     if problem:
-        raise UserError(f"The LE labelling cache {path} is {problem}", "run `learec env label --run-dir DIR` again")
+        raise UserError(f"The LE labelling cache {path} is {problem}", remake_hint(path, problem, command))
     manifest = json.loads((path / MANIFEST).read_text())
     arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in manifest["checksums"]}
     return LabelCache(path, manifest, arrays)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learec.config import Config, config_differences, load_config
+from learec.config import Config, config_differences, load_config, with_overrides
 from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
@@ -266,7 +266,8 @@ class LERun:
         _, tokens = self._saved_item_tokens()
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
-                  "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)"}
+                  "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)",
+                  "report_settings": self.cfg.le.report.model_dump()}  # may differ from config.yaml's (--set)
         if model.token_parameters():  # le.train.token_lr: how far LE training moved the item tokens
             report["item_token_tuning"] = token_shift(self._saved_item_tokens()[0], model.item_tokens)
         labelled = LABELLING.status(self.run_dir, self.cfg, self.data, weights_hash(model))
@@ -311,9 +312,24 @@ def env_label(run_dir: Path, eval_states: bool = False) -> LabelCache:
         return cache
 
 
-def env_report(run_dir: Path) -> dict[str, Any]:
-    """The LE quality report; under torchrun rank 0 computes it and the others receive it."""
+def report_config(cfg: Config, run_dir: Path, overrides: list[str]) -> Config:
+    """``cfg`` with ``le.report.*`` ``overrides``: settings of the report alone, which key no earlier stage,
+    so they are applied for this report and not written to the run's config.yaml (a later `env train
+    --config` of the same file still matches it)."""
+    for item in overrides:
+        if not item.strip().startswith("le.report."):
+            raise UserError(f"--set {item}: only le.report.* keys are the report's own; the others made the LE "
+                            f"and its labels in {run_dir}", "train an LE with other settings in a new directory: "
+                            "`learec env train --config FILE --set KEY=VALUE --run-dir NEW_DIR`")
+    return with_overrides(cfg, overrides, source=f"{run_dir / 'config.yaml'} with --set")
+
+
+def env_report(run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The LE quality report, with the ``le.report.*`` ``overrides`` (:func:`report_config`); under
+    torchrun rank 0 computes it and the others receive it."""
     run = LERun(run_dir)
+    if overrides:
+        run.cfg = report_config(run.cfg, run.run_dir, overrides)
     with _run_log(run):
         run.model(train=False)  # on every rank: loading the LE is collective
         return broadcast_object(run.report() if is_main() else None)

@@ -172,7 +172,8 @@ class Report:
                 stored = str(json.loads(path.read_text()).get("report_key") or "")  # unstamped: other labels
             except (OSError, ValueError):
                 stored = ""
-        return keyed_status(self.name, stored, self.key(cfg, labels_key), stale="made from other labels: remake")
+        return keyed_status(self.name, stored, self.key(cfg, labels_key),
+                            stale="made from other labels or report settings: remake")
 
 
 ITEM_TOKENS = ItemTokens()

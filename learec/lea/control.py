@@ -40,7 +40,7 @@ def control_config(cfg: Config | None, run_dir: Path) -> Config:
                                   "drop --config/--set to relabel with its own, or use another --run-dir")
     if cfg is None:
         raise UserError(f"{run_dir} has no config.yaml: a control label source needs --config",
-                        "e.g. learec env label --source oracle --config configs/le_ml100k.yaml --run-dir DIR")
+                        f"e.g. learec env label --source oracle --config configs/le_ml100k.yaml --run-dir {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(saved_path)
     return cfg

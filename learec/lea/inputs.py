@@ -19,6 +19,7 @@ from learec.data.prepared import PreparedData
 from learec.env.label import LabelCache, cache_problem, load_label_cache
 from learec.errors import UserError
 from learec.lea.batch import LEBatch
+from learec.lea.data_match import data_mismatch
 
 
 class LEInputs:
@@ -30,9 +31,7 @@ class LEInputs:
         cache = load_label_cache(path)
         made_from = cache.manifest["fingerprint"].get("data")
         if made_from != data.manifest["key"] or len(cache) != len(data.train):
-            raise UserError(f"The LE cache {path} was labelled for other data ({made_from}, {len(cache)} transitions) "
-                            f"than this run's ({data.manifest['key']}, {len(data.train)} transitions)",
-                            "use the same data section in the LE config and the RL config, then relabel")
+            raise data_mismatch(path, data, str(made_from), len(cache))  # names the settings that differ
         if cfg.cache_key and cache.key != cfg.cache_key:
             raise UserError(f"The LE cache {path} has changed since this run was configured (key {cache.key}, "
                             f"expected {cfg.cache_key})", "rerun the pipeline: it redoes runs made with an old cache")

@@ -21,12 +21,12 @@ from learec.rl.registry import NEGATIVES, has_trait
 
 
 def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_types: list[str] | None = None,
-                    le_state_dim: int = 0) -> Objective:
+                    le_state_dim: int = 0, batches_per_epoch: int | None = None) -> Objective:
     """``cfg``'s objective; with ``cfg.lea`` on, with its LE parts (``le_state_dim``: width of the LE
-    states for +SM, 0 without them)."""
+    states for +SM, 0 without them). ``batches_per_epoch``: as for :func:`learec.rl.build.build_objective`."""
     lea = cfg.lea
     if not lea.enabled:
-        return build_rl_objective(cfg, n_items, item_counts, event_types)
+        return build_rl_objective(cfg, n_items, item_counts, event_types, batches_per_epoch=batches_per_epoch)
     rl = cfg.rl
     base = EventTypeRewards(event_types or ["interaction"], rl.rewards, rl.default_reward)
     le_rewards = LERewards(base, lea.reward_scale)
@@ -42,7 +42,7 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
                      augmented_rewards=augmented, augment_next_state=lea.augment_next_state,
                      augment_confidence=lea.augment_confidence, pad=n_items)
     return build_rl_objective(cfg, n_items, item_counts, event_types, rewards=logged_rewards,
-                              make_network=make_network, extra_terms=terms)
+                              make_network=make_network, extra_terms=terms, batches_per_epoch=batches_per_epoch)
 
 
 def negatives_per_step(cfg: Config) -> int | None:

@@ -32,6 +32,7 @@ class BuildContext:
     rewards: RewardSource | None = None  # replaces the config's rewards per event type
     make_network: Callable[[], nn.Module] | None = None  # replaces the default network of each copy
     extra_terms: ExtraTerms | None = None  # loss terms added to the objective's own
+    batches_per_epoch: int | None = None  # training steps per epoch, for settings given in epochs (rl.warmup_epochs)
 
     @property
     def device(self) -> str:
@@ -43,12 +44,13 @@ class BuildContext:
 
 def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_types: list[str] | None = None, *,
                     rewards: RewardSource | None = None, make_network: Callable[[], nn.Module] | None = None,
-                    extra_terms: ExtraTerms | None = None) -> Objective:
+                    extra_terms: ExtraTerms | None = None, batches_per_epoch: int | None = None) -> Objective:
     """The objective named by ``cfg.objective`` around the backbone named by ``cfg.model.backbone``.
 
     Networks are placed on ``cfg.train.device`` before their optimisers are made. ``rewards``,
     ``make_network`` and ``extra_terms`` replace or extend the defaults of an objective that accepts them
-    (the ``CRITIC`` trait); learec.lea builds its objectives this way.
+    (the ``CRITIC`` trait); learec.lea builds its objectives this way. ``batches_per_epoch`` turns settings
+    given in epochs (``rl.warmup_epochs``) into steps.
     """
     if cfg.model.backbone == "pop":
         # Popularity has nothing to learn; wrapping it keeps the trainer's path uniform.
@@ -56,7 +58,7 @@ def build_objective(cfg: Config, n_items: int, item_counts: torch.Tensor, event_
                                      lr=cfg.train.lr)
     spec = objective_spec(cfg.objective)
     ctx = BuildContext(cfg, spec.settings_of(cfg), n_items, item_counts, event_types or ["interaction"], rewards,
-                       make_network, extra_terms)
+                       make_network, extra_terms, batches_per_epoch)
     if CRITIC not in spec.traits and (rewards is not None or make_network is not None or extra_terms is not None):
         raise ValueError(f"objective {spec.name!r} takes no reward source, network or extra loss terms from outside")
     return spec.builder()(ctx)

@@ -51,7 +51,8 @@ class SA2C(SNQN):
 
 def build(ctx: BuildContext) -> SA2C:
     rl = ctx.settings
-    return SA2C(**double_q_arguments(ctx), second_lr=rl.actor_lr, warmup_steps=rl.warmup_steps,
+    warmup = rl.sa2c_warmup_steps(ctx.batches_per_epoch)  # rl.warmup_epochs becomes steps here
+    return SA2C(**double_q_arguments(ctx), second_lr=rl.actor_lr, warmup_steps=warmup,
                 advantage_clip=rl.advantage_clip, correction_clip=rl.correction_clip,
                 item_popularity=ctx.item_counts if rl.off_policy_correction else None)
 

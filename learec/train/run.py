@@ -35,7 +35,7 @@ from learec.rl.base import Objective
 from learec.stages import State, check_saved_config
 from learec.train.checkpoints import load_trained_model
 from learec.train.outputs import metrics_file, train_status
-from learec.train.trainer import Trainer
+from learec.train.trainer import Trainer, epoch_batches
 from learec.utils import atomic_write_json, seed_everything
 
 if TYPE_CHECKING:
@@ -53,7 +53,13 @@ def objective_for(cfg: Config, data: PreparedData, le_state_dim: int = 0) -> Obj
     """The objective of ``cfg`` sized for ``data`` (catalogue, popularity, event types) and, with
     ``lea.state``, for LE states of width ``le_state_dim``."""
     counts = torch.as_tensor(data.split.item_counts, dtype=torch.float32)
-    return build_objective(cfg, data.n_items, counts, data.event_types, le_state_dim=le_state_dim)
+    batches = epoch_batches(len(data.train), cfg.train.batch_size, distributed.world_size())
+    objective = build_objective(cfg, data.n_items, counts, data.event_types, le_state_dim=le_state_dim,
+                                batches_per_epoch=batches)
+    if cfg.rl.warmup_epochs is not None:
+        log.info("rl.warmup_epochs=%g at %d batches per epoch: a warm-up of %d steps", cfg.rl.warmup_epochs, batches,
+                 cfg.rl.sa2c_warmup_steps(batches))
+    return objective
 
 
 def check_le_cache(run_dir: Path, le_inputs: LEInputs, pin: bool = False) -> None:

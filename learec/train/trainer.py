@@ -59,6 +59,15 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def epoch_batches(n: int, batch_size: int, world: int = 1) -> int:
+    """Training steps in an epoch of ``n`` transitions: every batch, less a last one too small to give each
+    of ``world`` ranks a row."""
+    batches = (n + batch_size - 1) // batch_size
+    if world > 1 and n - (batches - 1) * batch_size < world:
+        batches -= 1
+    return batches
+
+
 def make_batch(data: Transitions, idx: np.ndarray, device: str) -> dict[str, torch.Tensor]:
     batch = {}
     for key in BATCH_KEYS:
@@ -215,12 +224,10 @@ class Trainer:
         train = self.data.train
         n = len(train)
         bs = cfg.train.batch_size
-        n_batches = (n + bs - 1) // bs
         if not self.objective.trainable:
             return
         rank, world = distributed.rank(), distributed.world_size()
-        if world > 1 and n - (n_batches - 1) * bs < world:
-            n_batches -= 1  # a last batch too small to give every rank a row
+        n_batches = epoch_batches(n, bs, world)
         self.objective.train()
         while p.epoch < cfg.train.epochs and not p.stopped_early:
             order = epoch_order(cfg.seed, p.epoch, n)
