@@ -33,6 +33,7 @@ class LEInputs:
             raise UserError(f"The LE cache {path} was labelled for other data ({made_from}, {len(cache)} transitions) "
                             f"than this run's ({data.manifest['key']}, {len(data.train)} transitions)",
                             "use the same data section in the LE config and the RL config, then relabel")
+        check_source(cfg, cache)
         if cfg.cache_key and cache.key != cfg.cache_key:
             raise UserError(f"The LE cache {path} has changed since this run was configured (key {cache.key}, "
                             f"expected {cfg.cache_key})", "rerun the pipeline: it redoes runs made with an old cache")
@@ -128,6 +129,18 @@ class LEInputs:
             out["aug_items"] = torch.from_numpy(np.maximum(aug, 0))
             out["aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
         return LEBatch(**out).to(device)
+
+
+def check_source(cfg: LEAConfig, cache: LabelCache) -> None:
+    """With ``lea.source`` other than ``le``, the cache's labels must come from that source (a control cache's
+    fingerprint names its source; an LE cache's names none). ``le`` takes any cache, as before the setting."""
+    made_by = cache.manifest["fingerprint"].get("source")
+    if cfg.source == "le" or made_by == cfg.source:
+        return
+    found = f"the {made_by} source's" if made_by else "the LE's (its fingerprint names no control source)"
+    raise UserError(f"lea.source={cfg.source}, but the labels in {cache.path} are {found}",
+                    f"point lea.cache at a directory labelled by `learec env label --source {cfg.source}`, or set "
+                    f"lea.source={made_by or 'le'}")
 
 
 def state_moments(states: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
