@@ -198,6 +198,17 @@ def test_the_default_source_keeps_configs_and_keys() -> None:
                                           "lea.source=oracle"]).lea.key_dump()
 
 
+def test_the_quick_pipeline_shows_a_floor_and_a_ceiling_beside_the_le() -> None:
+    grid = load_grid(Path(__file__).parent.parent / "configs" / "lea_ml100k_quick.yaml", extra_set=["lea.cache=x"],
+                     extra_keys=PIPELINE_KEYS)
+    assert grid_sources(grid) == ["oracle", "popularity"]
+    cells = {c.values["variant"]: c.cfg for c in grid.cells}
+    for source in ("oracle", "popularity"):
+        lea = cells[f"snqn+{source}"].lea
+        assert (lea.source, lea.augment, lea.augment_k, lea.state, lea.reward) == (source, True, 1, False, False)
+        assert grid.compare[f"snqn+{source}"] == "snqn"
+
+
 @pytest.mark.slow
 def test_pipeline_runs_source_cells_beside_the_le_and_redoes_only_what_changed(pipeline: Path,
                                                                               capsys: pytest.CaptureFixture) -> None:
