@@ -19,7 +19,8 @@ setup: $(STAMP)
 	$(PY) -m learec env fetch
 
 # The main job on the embedded default: the quick LEA pipeline on MovieLens-100K (item tokens, LE
-# training and labelling with the default LLM, SASRec with CE/SNQN/SA2C with and without the LE, report).
+# training and labelling with the default LLM, SASRec with CE/SNQN/SA2C with and without the LE, SNQN on
+# popularity and oracle control labels, report).
 # Under an hour on 2 CPU cores; resumes where it stopped when run again.
 demo: setup
 	$(PY) -m learec pipeline --config configs/lea_ml100k_quick.yaml --workers 2 --threads 1

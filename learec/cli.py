@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "teacher (a trained run's states, scores and top items: --teacher RUN_DIR). Controls take "
                         "--config for a new RUN_DIR (its data section and le.label.aug_k/negatives/seed; an LE "
                         "run's config.yaml will do) and give states of zeros and constant rewards, except the "
-                        "teacher's. Train on any of them with --set lea.cache=RUN_DIR.")
+                        "teacher's. Train on any of them with --set lea.cache=RUN_DIR (and lea.source=SOURCE to have "
+                        "the source checked). `learec pipeline` labels oracle and popularity itself for runs with "
+                        "lea.source=oracle|popularity.")
     p.add_argument("--run-dir", required=True, help="an LE run directory made by `learec env train`, or the "
                    "directory of a control source's labels")
     p.add_argument("--source", choices=["le", "oracle", "popularity", "teacher"], default="le",
@@ -318,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="the whole LEA experiment from one file: LE (item tokens, training, "
                        "labelling, quality report), the RL grid, and the report",
                        description="A pipeline file is a grid file (variants x backbones x seeds) plus `le:` (the "
-                       "LE config). Stages whose outputs are valid are skipped; runs trained on an older LE cache "
-                       "are moved aside and redone. Repeat the same command to resume after an interruption.")
+                       "LE config). Runs with lea.source=oracle|popularity read control labels the pipeline writes "
+                       "to <out>/sources/ from the LE config's data and le.label settings. Stages whose outputs are "
+                       "valid are skipped; runs trained on older labels are moved aside and redone. Repeat the same "
+                       "command to resume after an interruption.")
     p.add_argument("--config", "-c", required=True, help="pipeline file, e.g. configs/lea_ml100k.yaml")
     p.add_argument("--workers", type=int, default=1, help="RL runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
@@ -330,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "run and the report go inside it); with --le-set, one directory per point of an LE ablation "
                    "(--out is the same flag)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print what each stage would do (LE stages from their keys, then every selected grid cell "
+                   help="print what each stage would do (LE stages and control label sources from their keys, then "
+                   "every selected grid cell "
                    "as in `learec grid --dry-run`) without loading the LLM or running anything")
     _add_selection_args(p)
     p.set_defaults(func=cmd_pipeline)

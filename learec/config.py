@@ -329,6 +329,11 @@ class LEAConfig(_Strict):
     cache: str | None = Field(None, description="LE run directory whose label/ cache the trainer reads")
     cache_key: str | None = Field(None, description="if set, the cache must have this key (the pipeline sets it, "
                                   "so a relabelled cache makes runs trained on the old one stale)")
+    source: Literal["le", "oracle", "popularity", "teacher"] = Field(
+        "le", description="where the labels come from: 'le' = the LE's (`learec env label`), or a control label "
+        "source (`learec env label --source ...`), which lea.cache's labels must then come from. `learec pipeline` "
+        "labels oracle and popularity itself, in <out>/sources/<source>, and points such runs at them; a teacher "
+        "needs a finished run and is labelled with `learec env label` only")
     state: bool = Field(False, description="+SM: the LE state (projected) enters the Q-head (critic only)")
     state_to_actor: bool = Field(False, description="+SM: the LE state (projected) also enters the CE head, which "
                                  "ranks items; evaluation then reads the LE states of the evaluation events "
@@ -368,6 +373,8 @@ class LEAConfig(_Strict):
     standardise_states: bool = Field(False, description="LE states standardised per dimension with the mean and "
                                      "std over the training rows (raw ones have norm ~23, |mean| 2.4 against std "
                                      "0.38 per dimension), for the critic input, the alignment target and the CE head")
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"source"})
 
     @property
     def enabled(self) -> bool:
@@ -425,6 +432,10 @@ class Config(_Strict):
             if not has_trait(self.objective, CRITIC) or self.model.backbone == "pop":
                 raise ValueError(f"lea.* options need an RL objective ({', '.join(objective_names(CRITIC))}) "
                                  "on a neural backbone")
+            if not self.lea.cache and self.lea.source != "le":
+                raise ValueError(f"lea.source={self.lea.source} needs lea.cache: a directory labelled by `learec env "
+                                 f"label --source {self.lea.source}` (`learec pipeline` labels oracle and popularity "
+                                 "itself)")
             if not self.lea.cache:
                 raise ValueError("lea.* options need lea.cache: the LE run directory made by `learec env train/label`")
             if self.lea.reward and not self.lea.use_cached_negatives and has_trait(self.objective, NEGATIVES):
@@ -450,6 +461,12 @@ class Config(_Strict):
                              "it needs lea.augment=true and lea.augment_weight > 0")
         if lea.standardise_states and not lea.state:
             raise ValueError("lea.standardise_states standardises the LE states: it needs lea.state=true")
+        if lea.source != "le" and not lea.enabled:
+            raise ValueError(f"lea.source={lea.source} names where the labels of lea.state, lea.reward, lea.augment or "
+                             "lea.cached_negatives come from: it needs one of them")
+        if lea.source != "le" and lea.state_to_actor:
+            raise ValueError("lea.state_to_actor ranks with the LE states of the evaluation events, which only an LE "
+                             "run has: use lea.source=le")
 
     def to_dict(self) -> dict[str, Any]:
         tree = self.model_dump(mode="json")

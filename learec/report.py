@@ -82,11 +82,12 @@ def _load_run_config(path: Path) -> Config | None:
 
 
 def _le_run(grid_dir: Path) -> Path | None:
-    """The LE run directory whose cache the grid's LE runs read (None without one)."""
+    """The LE run directory whose cache the grid's LE runs read (None without one); the directories of control
+    label sources (``lea.source``, or caches without an LE run's ``le/``) are not LEs."""
     for run_config in sorted(grid_dir.glob("*/config.yaml")):
         cfg = _load_run_config(run_config)
-        cache = cfg.lea.cache if cfg is not None else None
-        if cache and (Path(cache) / "config.yaml").is_file():
+        cache = cfg.lea.cache if cfg is not None and cfg.lea.source == "le" else None
+        if cache and (Path(cache) / "config.yaml").is_file() and (Path(cache) / "le").is_dir():
             return Path(cache)
     return None
 

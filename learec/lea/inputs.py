@@ -32,6 +32,7 @@ class LEInputs:
         made_from = cache.manifest["fingerprint"].get("data")
         if made_from != data.manifest["key"] or len(cache) != len(data.train):
             raise data_mismatch(path, data, str(made_from), len(cache))  # names the settings that differ
+        check_source(cfg, cache)
         if cfg.cache_key and cache.key != cfg.cache_key:
             raise UserError(f"The LE cache {path} has changed since this run was configured (key {cache.key}, "
                             f"expected {cfg.cache_key})", "rerun the pipeline: it redoes runs made with an old cache")
@@ -127,6 +128,18 @@ class LEInputs:
             out["aug_items"] = torch.from_numpy(np.maximum(aug, 0))
             out["aug_reward_z"] = self._z(cache["aug_rewards"][idx, : self.k_aug])
         return LEBatch(**out).to(device)
+
+
+def check_source(cfg: LEAConfig, cache: LabelCache) -> None:
+    """With ``lea.source`` other than ``le``, the cache's labels must come from that source (a control cache's
+    fingerprint names its source; an LE cache's names none). ``le`` takes any cache, as before the setting."""
+    made_by = cache.manifest["fingerprint"].get("source")
+    if cfg.source == "le" or made_by == cfg.source:
+        return
+    found = f"the {made_by} source's" if made_by else "the LE's (its fingerprint names no control source)"
+    raise UserError(f"lea.source={cfg.source}, but the labels in {cache.path} are {found}",
+                    f"point lea.cache at a directory labelled by `learec env label --source {cfg.source}`, or set "
+                    f"lea.source={made_by or 'le'}")
 
 
 def state_moments(states: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:

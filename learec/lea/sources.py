@@ -25,7 +25,8 @@ telling the critic nothing. The teacher's score is what its run ranks with: the 
 for an RL run ranked by its CE head (the default), the Q-value with ``rl.rank_by=q``.
 
 The cache's fingerprint names the source and its settings (and for the teacher, its run and weights), so
-a cache from another source has another key and runs that pinned the old key refuse it.
+a cache from another source has another key and runs that pinned the old key refuse it; a run that names
+its source (``lea.source``) refuses a cache from any other.
 """
 
 from __future__ import annotations
