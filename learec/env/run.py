@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learec.config import Config, config_differences, load_config, with_overrides
+from learec.config import RESULT_NEUTRAL_SETTINGS, Config, config_differences, load_config, with_overrides
 from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
@@ -313,11 +313,13 @@ def env_label(run_dir: Path, eval_states: bool = False) -> LabelCache:
 
 
 def report_config(cfg: Config, run_dir: Path, overrides: list[str]) -> Config:
-    """``cfg`` with ``le.report.*`` ``overrides``: settings of the report alone, which key no earlier stage,
+    """``cfg`` with ``le.report.*`` ``overrides`` (and result-neutral ones such as ``le.threads``): settings of
+    the report alone, which key no earlier stage,
     so they are applied for this report and not written to the run's config.yaml (a later `env train
     --config` of the same file still matches it)."""
     for item in overrides:
-        if not item.strip().startswith("le.report."):
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("le.report.") and key not in RESULT_NEUTRAL_SETTINGS:  # e.g. le.threads may change
             raise UserError(f"--set {item}: only le.report.* keys are the report's own; the others made the LE "
                             f"and its labels in {run_dir}", "train an LE with other settings in a new directory: "
                             "`learec env train --config FILE --set KEY=VALUE --run-dir NEW_DIR`")
