@@ -290,6 +290,8 @@ def test_cli_env_train_label_report(le_data_dir: Path, tmp_path: Path, capsys: p
     assert 0.0 <= report["augmentation"]["aug_future@1"] <= 1.0  # the labels exist: their proposals are rated
     assert set(report["augmentation_diversity"]) == {"distinct@1", "top10_share@1", "distinct@2", "top10_share@2"}
     assert -1.0 <= report["key_mean_cosine"] <= 1.0 and -1.0 <= report["state_mean_cosine"] <= 1.0
+    # states at the users' last points: distinct histories (a first sqn point has none, so 1.0 exactly)
+    assert report["state_mean_cosine"] < 0.9999
     assert report["key_mean_norm"] >= 0 and report["key_specific_norm"] >= 0
     # sqn: validation users are not training users, so none is in the LE's training subset
     assert report["state_ndcg@10_le_users"] is None and report["state_ndcg@10_other_users"] is not None

@@ -9,7 +9,7 @@
   popular items outside the history: the LE's proposals against the cheapest guess;
 - collapse diagnostics: ``key_mean_cosine`` (mean pairwise cosine of the item keys, over a fixed sample
   of items), ``key_mean_norm`` / ``key_specific_norm`` (norm of the mean key against the mean norm of each
-  key minus it), ``state_mean_cosine`` (one LE state per validation user), ``state_ndcg@10_le_users`` /
+  key minus it), ``state_mean_cosine`` (one LE state per validation user, at its last point), ``state_ndcg@10_le_users`` /
   ``_other_users`` (validation users inside / outside the LE's training subset; None when there are none),
   and per k the distinct augmented items and the share of the 10 most proposed (``augmentation_diversity``).
 """
@@ -95,7 +95,9 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
     keys = model.item_keys()
     pop = torch.as_tensor(np.asarray(item_counts), dtype=torch.float32, device=model.device)
     state_ranks, pop_ranks, r_pos, r_neg, point_user = [], [], [], [], []
-    first_states: dict[int, torch.Tensor] = {}  # one state per user: at its first point
+    # one state per user, at its last point (the most history): the first point of a user whose every event
+    # is a validation point (sqn) has an empty history, so every user's state there is the same
+    last_states: dict[int, torch.Tensor] = {}
     starts = range(0, len(jobs), batch_rows)
     for start in progress(starts, desc="LE report") if progress else starts:
         chunk = jobs[start:start + batch_rows]
@@ -111,8 +113,8 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
             targets = torch.as_tensor(user_items(seqs, seg.user)[pos], device=model.device)
             states = model.states(state_hidden[b, h])
             scores = model.similarity(states, keys)
-            if len(pos) and seg.user not in first_states:
-                first_states[seg.user] = states[0].cpu()
+            if len(pos):  # segments come in order: the last one written is the user's last point
+                last_states[seg.user] = states[-1].cpu()
             point_user.append(np.full(len(pos), seg.user))
             state_ranks.append(target_ranks(scores, targets).cpu().numpy())
             pop_ranks.append(target_ranks(pop[None].expand(len(targets), -1), targets).cpu().numpy())
@@ -129,7 +131,7 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
     inside = np.isin(np.concatenate(point_user), np.asarray([] if le_users is None else le_users, dtype=np.int64))
     metrics.update(ndcg_split(s_ranks, inside))
     metrics.update(key_spread(keys, seed=seed))
-    metrics["state_mean_cosine"] = mean_pairwise_cosine(torch.stack(list(first_states.values())))
+    metrics["state_mean_cosine"] = mean_pairwise_cosine(torch.stack(list(last_states.values())))
     metrics["reward_pairwise_acc"] = float((pos_r > neg_r).mean())
     metrics["reward_positive"] = {"mean": float(pos_r.mean()), "std": float(pos_r.std())}
     metrics["reward_negative"] = {"mean": float(neg_r.mean()), "std": float(neg_r.std())}
