@@ -295,6 +295,12 @@ class LELabelConfig(_Strict):
 
 class LEReportConfig(_Strict):
     val_users: int = Field(200, ge=1, description="validation users in the quality report")
+    aug_users: int = Field(0, ge=0, description="training users (a seeded sample) whose augmented actions the "
+                           "report computes itself, with no labelling cache: augmentation_sample, an estimate of "
+                           "augmentation and augmentation_diversity. Its distinct@k is a lower bound of the count "
+                           "over every transition (fewer transitions show no more distinct items); 0 = off")
+
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"aug_users"})  # reports made before it stay current
 
 
 # The one list of settings that change how a run goes, not what it makes: they enter no LE stage key, a

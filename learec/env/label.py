@@ -146,7 +146,7 @@ def load_label_cache(path: Path, fingerprint: dict[str, Any] | None = None, veri
     return LabelCache(path, manifest, arrays)
 
 
-def _user_blocks(train: Transitions) -> list[tuple[int, int, int]]:
+def user_blocks(train: Transitions) -> list[tuple[int, int, int]]:
     """``(user, first, last + 1)`` index ranges: a user's transitions are consecutive in the arrays."""
     users = np.asarray(train.user)
     if len(users) == 0:
@@ -157,6 +157,13 @@ def _user_blocks(train: Transitions) -> list[tuple[int, int, int]]:
     if len(np.unique(users[starts])) != len(starts):
         raise ValueError("transitions of a user must be consecutive")
     return [(int(users[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def user_segments(user: int, positions: np.ndarray, window: int) -> list[tuple[Segment, np.ndarray]]:
+    """The LM rows labelling reads for one user's sorted target ``positions``: each segment with the indices
+    (into ``positions``) of the targets it labels."""
+    return [(seg, np.flatnonzero((positions >= seg.first) & (positions < seg.end)))
+            for seg in plan_segments(user, positions, window)]
 
 
 def _shard_file(out_dir: Path, shard: int) -> Path:
@@ -201,12 +208,14 @@ def augment_width(cfg: LELabelConfig, n_items: int) -> int:
 
 
 @torch.no_grad()
-def _label_rows(model: LEModel, seqs: Sequences, segments: list[Segment], targets: list[np.ndarray],
+def label_rows(model: LEModel, seqs: Sequences, segments: list[Segment], targets: list[np.ndarray],
                 negatives: list[np.ndarray], cfg: LELabelConfig) -> list[dict[str, np.ndarray]]:
     """Labels for the targets (positions) of each segment: two packed passes over the same rows.
 
     Pass 1 appends the negatives and yields states and rewards; pass 2 appends the augmentation
-    candidates, chosen from pass 1's states, and yields their rewards.
+    candidates, chosen from pass 1's states, and yields their rewards. A candidate sees its prefix and no
+    position sees a candidate, so the negatives change no state and no augmented action: ``negatives`` may
+    be ``[targets, 0]`` (the report's augmentation sample, :mod:`learec.env.aug_sample`).
     """
     n_items = seqs.n_items
     rows = segment_rows(seqs, segments)
@@ -274,7 +283,7 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
     spec = label_arrays_spec(n, model.cfg.state_dim, k_neg, k_aug)
     manifest = {"fingerprint": fingerprint, "transitions": n, "negatives": k_neg, "aug_k": k_aug,
                 "state_dim": model.cfg.state_dim, "complete": False}
-    blocks = _user_blocks(train)
+    blocks = user_blocks(train)
     shard_blocks = [blocks[s:s + cfg.users_per_shard] for s in range(0, len(blocks), cfg.users_per_shard)]
     shard_rows = [(b[0][1], b[-1][2]) for b in shard_blocks]  # a shard's transitions are consecutive rows
     todo = None
@@ -306,12 +315,11 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
                 raise ValueError(f"transitions of user {user} do not match the sequences (stale prepared data?)")
             rng = np.random.default_rng([cfg.seed, user])  # per user: any shard order draws the same negatives
             negs = uniform_negatives(rng, actions[lo:hi].astype(np.int64), k_neg, seqs.n_items)
-            for seg in plan_segments(user, pos, window):
-                sel = np.flatnonzero((pos >= seg.first) & (pos < seg.end))
+            for seg, sel in user_segments(user, pos, window):
                 jobs.append((seg, pos[sel], lo - first + sel, negs[sel]))
         for start in range(0, len(jobs), cfg.batch_rows):
             chunk = jobs[start:start + cfg.batch_rows]
-            results = _label_rows(model, seqs, [j[0] for j in chunk], [j[1] for j in chunk],
+            results = label_rows(model, seqs, [j[0] for j in chunk], [j[1] for j in chunk],
                                   [j[3] for j in chunk], cfg)
             for (seg, _, idx, negs), res in zip(chunk, results):
                 arrays["state"][idx] = res["state"].astype(np.float16)

@@ -11,7 +11,10 @@
   of items), ``key_mean_norm`` / ``key_specific_norm`` (norm of the mean key against the mean norm of each
   key minus it), ``state_mean_cosine`` (one LE state per validation user, at its last point), ``state_ndcg@10_le_users`` /
   ``_other_users`` (validation users inside / outside the LE's training subset; None when there are none),
-  and per k the distinct augmented items and the share of the 10 most proposed (``augmentation_diversity``).
+  and per k the distinct augmented items and the share of the 10 most proposed (``augmentation_diversity``);
+- ``augmentation_sample`` (``le.report.aug_users``): both augmentation figures over the transitions of a
+  sample of training users, without the labelling cache (:mod:`learec.env.aug_sample`). Its ``distinct@k``
+  is a lower bound of the count over every transition: fewer transitions can only show fewer distinct items.
 """
 
 from __future__ import annotations
@@ -200,14 +203,19 @@ def augmentation_quality(seqs: Sequences, train: Transitions, aug_items: np.ndar
     return result
 
 
-def plot_quality(metrics: dict[str, Any], rewards: dict[str, np.ndarray], path: Path) -> None:
-    """Two panels: NDCG@10 of the LE state vs popularity; reward distributions of positives and negatives."""
+def plot_quality(metrics: dict[str, Any], rewards: dict[str, np.ndarray], path: Path,
+                 sample: dict[str, Any] | None = None) -> None:
+    """Two panels: NDCG@10 of the LE state vs popularity; reward distributions of positives and negatives.
+    With ``sample`` (the report's ``augmentation_sample``) a third: its aug_future@k beside pop_future@k."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    quality = (sample or {}).get("quality") or {}
+    ks = [key.split("@")[1] for key in quality if key.startswith("aug_future@")]
+    fig, axes = plt.subplots(1, 3 if ks else 2, figsize=(15 if ks else 10, 3.8))
+    left, right = axes[0], axes[1]
     names = ["popularity", "LE state"]
     values = [metrics["pop_ndcg@10"], metrics["state_ndcg@10"]]
     left.bar(names, values, color=["#999999", "#1f77b4"])
@@ -221,6 +229,14 @@ def plot_quality(metrics: dict[str, Any], rewards: dict[str, np.ndarray], path: 
     right.set_xlabel("LE reward")
     right.set_title(f"pairwise accuracy {metrics['reward_pairwise_acc']:.3f}")
     right.legend()
+    if ks:
+        x = np.arange(len(ks))
+        axes[2].bar(x - 0.2, [quality[f"pop_future@{k}"] for k in ks], 0.4, color="#999999", label="popular unseen")
+        axes[2].bar(x + 0.2, [quality[f"aug_future@{k}"] for k in ks], 0.4, color="#1f77b4", label="LE augmented")
+        axes[2].set_xticks(x, [f"k={k}" for k in ks])
+        axes[2].set_ylabel("share the user interacts with later")
+        axes[2].set_title(f"augmentation sample: {sample['transitions']} transitions, {sample['users']} users")
+        axes[2].legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -11,7 +11,8 @@ Layout::
     le_curve.png         validation state NDCG@10 against steps (steps with eval_every; learec.env.curve)
     label/               the labelling cache (see learec.env.label)
     eval_states/         LE states of the validation and test events, on demand (learec.env.eval_states)
-    le_report.json/.png  LE quality on validation users
+    le_report.json/.png  LE quality on validation users (with le.report.aug_users, augmented actions of a
+                         sample of training users: learec.env.aug_sample)
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
 otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users. The
@@ -41,6 +42,7 @@ from learec.data.prepared import PreparedData, prepare
 from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
 from learec.env import token_store
+from learec.env.aug_sample import augmentation_sample
 from learec.env.curve import write_curve
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
@@ -267,9 +269,15 @@ class LERun:
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
                   "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)",
-                  "report_settings": self.cfg.le.report.model_dump()}  # may differ from config.yaml's (--set)
+                  # may differ from config.yaml's (--set); settings added later appear when set (key_dump)
+                  "report_settings": self.cfg.le.report.key_dump()}
         if model.token_parameters():  # le.train.token_lr: how far LE training moved the item tokens
             report["item_token_tuning"] = token_shift(self._saved_item_tokens()[0], model.item_tokens)
+        if self.cfg.le.report.aug_users:  # an estimate that needs no labelling cache
+            report["augmentation_sample"] = augmentation_sample(
+                model, self.data.sequences, self.data.train, self.data.split.item_counts,
+                self.cfg.le.report.aug_users, le_users, self.cfg.le.label, self.cfg.le.model.window,
+                self.cfg.le.seed, progress=_progress(self.cfg))
         labelled = LABELLING.status(self.run_dir, self.cfg, self.data, weights_hash(model))
         if labelled.current:  # how good are its proposals
             cache = load_label_cache(LABELLING.outputs(self.run_dir)[0], verify=False)
@@ -278,7 +286,7 @@ class LERun:
             report["augmentation_diversity"] = augmentation_diversity(cache["aug_items"])
             report["report_key"] = REPORT.key(self.cfg, cache.key)  # what `learec pipeline` checks it against
         atomic_write_json(self.run_dir / "le_report.json", report)
-        plot_quality(metrics, rewards, self.run_dir / "le_report.png")
+        plot_quality(metrics, rewards, self.run_dir / "le_report.png", report.get("augmentation_sample"))
         return report
 
 

@@ -158,7 +158,7 @@ class Report:
     def key(self, cfg: Config, labels_key: str) -> str:
         """The labels and report settings an LE report is made from: a report stamped with another key is
         out of date (`learec pipeline` remakes it)."""
-        return stable_hash({"labels": labels_key, "report": cfg.le.report.model_dump(),
+        return stable_hash({"labels": labels_key, "report": cfg.le.report.key_dump(),
                             "contents": LE_REPORT_CONTENTS})
 
     def status(self, run_dir: Path, cfg: Config, labels_key: str | None) -> StageStatus:
