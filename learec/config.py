@@ -261,6 +261,8 @@ class LETrainConfig(_Strict):
     eval_every: int = Field(0, ge=0, description="with steps: validation state NDCG@10 every this many steps, the "
                             "best weights kept; 0 = no validation (the last weights; checkpoints every steps/10)")
     eval_users: int = Field(100, ge=1, description="with eval_every: validation users of that check")
+    patience: int = Field(0, ge=0, description="with eval_every: stop after this many checks without a better "
+                          "validation state NDCG@10 (the best weights are kept either way); 0 = the whole budget")
     reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
     state_weight: float = Field(1.0, ge=0)
     reward_weight: float = Field(1.0, ge=0)
@@ -270,7 +272,14 @@ class LETrainConfig(_Strict):
                             "ones; 0 = frozen")
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
-                                                          "eval_every", "eval_users", "token_lr"})
+                                                          "eval_every", "eval_users", "token_lr", "patience"})
+
+    @model_validator(mode="after")
+    def _patience_needs_checks(self) -> "LETrainConfig":
+        if self.patience and not (self.steps and self.eval_every):
+            raise ValueError("le.train.patience counts validation checks: it needs le.train.steps and "
+                             "le.train.eval_every")
+        return self
 
 
 class LELabelConfig(_Strict):

@@ -506,6 +506,33 @@ def test_le_step_budget_resumes_and_keeps_the_best_weights(le_data_dir: Path, tm
         assert torch.equal(straight[k], resumed[k]), k
 
 
+def test_le_patience_stops_after_checks_without_improvement_and_a_rerun_stays_stopped(le_data_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    cfg = smoke_config(*STEP_OPTIONS, "le.train.steps=20", "le.train.patience=2")
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+    metrics = iter([0.2, 0.5, 0.5, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])  # best at the 2nd check (step 4)
+    checked: list[int] = []
+
+    def validate(model: LEModel) -> float:
+        checked.append(1)
+        return next(metrics)
+
+    torch.manual_seed(0)
+    model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+    history = train_le_model(model, run.data.sequences, users, cfg.le.train, cfg.le.model.window, tmp_path / "le",
+                             seed=0, validate=validate)
+    # checks at 2, 4 (best), 6 (equal: not better), 8 (worse): two without improvement, so it stops at step 8
+    assert [r["step"] for r in history] == [2, 4, 6, 8] and len(checked) == 4
+    again = train_le_model(model, run.data.sequences, users, cfg.le.train, cfg.le.model.window, tmp_path / "le",
+                           seed=0, validate=validate)  # as after a kill before done.json: no further steps
+    assert again == history and len(checked) == 4
+    with pytest.raises(UserError, match="patience counts validation checks"):
+        smoke_config("le.train.patience=2")  # no step budget, no checks to count
+
+
 def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path) -> None:
     run = LERun(tmp_path / "run", smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.eval_users=5"))
     run.model(train=True)

@@ -239,6 +239,16 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     return history
 
 
+def _stalled(history: list[dict[str, float]], patience: int) -> bool:
+    """Whether the last ``patience`` validation checks of ``history`` all came after the best one (the first
+    of equal ones, as the best weights are kept); never with ``patience`` 0. Read from the saved history, so
+    a resumed run decides as the uninterrupted one did."""
+    metrics = [r["val_state_ndcg@10"] for r in history if "val_state_ndcg@10" in r]
+    if not patience or not metrics:
+        return False
+    return len(metrics) - 1 - int(np.argmax(metrics)) >= patience
+
+
 def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: dict[int, np.ndarray],
                  users: np.ndarray, cfg: LETrainConfig, window: int, seed: int, state_path: Path, key: str | None,
                  resumed: tuple[list[dict[str, float]], int, tuple[Any, Any]],
@@ -254,6 +264,8 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
     count = 0
     model.train()
     steps = range(start, cfg.steps)
+    if _stalled(history, cfg.patience):  # stopped early before an interruption: the same weights, no more steps
+        steps = range(0)
     for step in progress(steps, desc="LE steps") if progress else steps:
         rng = np.random.default_rng([seed, STEP_STREAM, step])  # per-step RNG: resuming replays the same steps
         chosen = rng.choice(users, size=min(cfg.batch_users, len(users)), replace=False)
@@ -280,6 +292,10 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
         atomic_torch_save(state_path, {"model": _trainable(model), "optimizer": optimizer.state_dict(),
                                        "history": history, "step": step + 1, "key": key, "best": best,
                                        "best_metric": best_metric})
+        if _stalled(history, cfg.patience):
+            log.info("LE training stops at step %d: %d checks without a better validation state NDCG@10",
+                     step + 1, cfg.patience)
+            break
     if best is not None:
         model.load_state_dict(best, strict=False)
         log.info("LE weights of the best validation state NDCG@10 kept (%.4f)", best_metric)
