@@ -285,8 +285,10 @@ class LETrainConfig(_Strict):
 class LELabelConfig(_Strict):
     """The labelling cache: per training transition, LE state, rewards, negatives and augmented actions."""
 
-    negatives: int | None = Field(None, ge=1, description="negatives labelled per transition; default rl.negatives. "
-                                  "More makes a pool: RL training then draws rl.negatives of them per step")
+    negatives: int | None = Field(None, ge=0, description="negatives labelled per transition; default rl.negatives. "
+                                  "More makes a pool: RL training then draws rl.negatives of them per step. Each "
+                                  "costs one LM token per transition (10 are most of the labelling time); 0 = "
+                                  "none, for runs without +RM (lea.reward needs the negatives' LE rewards)")
     aug_candidates: int = Field(10, ge=0, description="top items by state similarity re-scored by the reward model")
     aug_k: int = Field(5, ge=0, description="augmented positive actions kept per transition (best reward)")
     pca_dim: int = Field(0, ge=0, description="also store states reduced by PCA to this width; 0 = off")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -531,6 +532,23 @@ def test_le_patience_stops_after_checks_without_improvement_and_a_rerun_stays_st
     assert again == history and len(checked) == 4
     with pytest.raises(UserError, match="patience counts validation checks"):
         smoke_config("le.train.patience=2")  # no step budget, no checks to count
+
+
+def test_labelling_without_negatives_keeps_states_rewards_and_augmented_actions(le_data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    run = LERun(tmp_path / "run", smoke_config())
+    run.model(train=True)
+    run.label()
+    with_negs = load_label_cache(tmp_path / "run" / "label")
+    none = LERun(tmp_path / "run0", smoke_config("le.label.negatives=0"))
+    shutil.copytree(tmp_path / "run" / "le", tmp_path / "run0" / "le")
+    shutil.copy(tmp_path / "run" / "item_tokens.pt", tmp_path / "run0" / "item_tokens.pt")
+    none.label()
+    without = load_label_cache(tmp_path / "run0" / "label")
+    assert without["neg_items"].shape == (len(with_negs), 0) and with_negs["neg_items"].shape[1] > 0
+    for name in ("state", "reward", "aug_items", "aug_rewards"):  # negatives change none of them
+        np.testing.assert_allclose(np.asarray(without[name], dtype=np.float64),
+                                   np.asarray(with_negs[name], dtype=np.float64), rtol=1e-3, atol=1e-3)
 
 
 def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path) -> None:

@@ -263,6 +263,17 @@ def test_a_larger_negative_pool_is_sampled_afresh_each_batch(data, tmp_path: Pat
         le_inputs_for(small, data)
 
 
+def test_labels_without_negatives_serve_augment_runs_and_are_refused_by_rm_runs(data, tmp_path: Path) -> None:
+    # le.label.negatives=0 (labelling a negative costs an LM token per transition): fine without +RM
+    cache = make_cache(tmp_path / "le", data, k_neg=0)
+    augment = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.augment=true", "lea.state=true"])
+    train_run(augment, tmp_path / "augment")
+    assert (tmp_path / "augment" / "metrics.json").is_file()
+    rm = load_config(None, [*BASE, "objective=snqn", f"lea.cache={cache}", "lea.reward=true"])
+    with pytest.raises(UserError, match="0 negatives per transition.*lea.reward"):
+        le_inputs_for(rm, data)
+
+
 def test_augment_k_zero_uses_no_augmented_actions(data, tmp_path: Path) -> None:
     """k = 0 of an ablation over k: no augmented tensors, the same losses as augmentation off."""
     cache = make_cache(tmp_path / "le", data)

@@ -27,7 +27,7 @@ LE_REPORT_CONTENTS = 3  # bump when the LE report gains measures, so reports mad
 
 def negatives(cfg: Config) -> int:
     """Negatives labelled per transition (``le.label.negatives``, else the RL objective's)."""
-    return cfg.le.label.negatives or cfg.rl.negatives
+    return cfg.le.label.negatives if cfg.le.label.negatives is not None else cfg.rl.negatives
 
 
 def read_item_tokens(path: Path) -> dict[str, Any]:

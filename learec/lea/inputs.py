@@ -41,7 +41,8 @@ class LEInputs:
         pool = cache["neg_items"].shape[1]
         if cfg.use_cached_negatives and negatives is not None and pool < negatives:
             raise UserError(f"The LE cache {path} has {pool} negatives per transition, the run asks for "
-                            f"rl.negatives={negatives}", "label with le.label.negatives >= rl.negatives")
+                            f"rl.negatives={negatives} (lea.reward or lea.cached_negatives reads them)",
+                            "label with le.label.negatives >= rl.negatives, or train without +RM")
         # a larger labelled pool: each step draws rl.negatives of a transition's pool afresh, so the
         # negatives keep changing across epochs as SNQN's uniform ones do
         self.k_neg = negatives if negatives is not None else pool

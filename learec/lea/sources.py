@@ -40,6 +40,7 @@ import torch
 from learec.config import Config, load_config
 from learec.data.prepared import PreparedData, prepare
 from learec.env.batches import uniform_negatives, user_items
+from learec.env.stages import negatives
 from learec.errors import UserError
 from learec.models.qnetwork import QNetwork
 from learec.models.ranking import RankingModel
@@ -51,7 +52,7 @@ CONTROL_SOURCES = ("oracle", "popularity", "teacher")
 
 def label_settings(cfg: Config, data: PreparedData) -> dict[str, int]:
     """The ``le.label`` settings a control source uses (negatives resolved as the LE labeller does)."""
-    return {"negatives": cfg.le.label.negatives or cfg.rl.negatives, "aug_k": min(cfg.le.label.aug_k, data.n_items),
+    return {"negatives": negatives(cfg), "aug_k": min(cfg.le.label.aug_k, data.n_items),
             "seed": cfg.le.label.seed}
 
 
