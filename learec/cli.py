@@ -184,7 +184,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
                         f"directory, so runs of another setting are not replaced (only {runtime} can be set "
                         "without one)")
     run_pipeline(args.config, workers=args.workers, threads=args.threads, le_set=args.le_set, out=args.out,
-                 only=args.only, reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run)
+                 only=args.only, reuse=[Path(d) for d in args.reuse], dry_run=args.dry_run, overrides=args.overrides)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="pipeline file, e.g. configs/lea_ml100k.yaml")
     p.add_argument("--workers", type=int, default=1, help="RL runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per RL run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every grid cell, after the file's `set`, and in the LE config, so "
+                   "that the labels and the runs keep the same data (repeatable), e.g. --set data.raw=DIR; a finished "
+                   "cell whose config it changes is stale and redone")
     p.add_argument("--le-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the LE config (repeatable), e.g. --le-set le.train.user_fraction=0.2; "
                    "needs --run-dir unless it only sets le.threads, le.progress or le.device")

@@ -118,10 +118,13 @@ def label_sources(names: list[str], le_cfg: Config, root: Path) -> dict[str, tup
 
 def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None, le_set: list[str] | None = None,
                  out: str | Path | None = None, only: list[str] | None = None,
-                 reuse: list[Path] | None = None, dry_run: bool = False) -> Path:
+                 reuse: list[Path] | None = None, dry_run: bool = False,
+                 overrides: list[str] | None = None) -> Path:
     """Run (or finish) the pipeline of ``path``; returns the report directory. ``le_set`` adds LE overrides
     and ``out`` replaces the output directory, so one file serves every point of an LE ablation; ``only``
-    and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`. With
+    and ``reuse`` select grid cells and copy finished runs as in :func:`learec.grid.run_grid`.
+    ``overrides`` (``--set``) change a key in every grid cell, after the file's ``set``, and in the LE config,
+    before ``le_set``, so a data setting such as ``data.raw`` stays the same for the labels and the runs. With
     ``dry_run``, print what each stage would do (:func:`print_dry_run`) and run nothing."""
     from learec.env.run import LERun
     from learec.env.stages import REPORT
@@ -129,10 +132,10 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
 
     path = Path(path)
     spec = read_spec(path, PipelineSpec, kind="pipeline file")
-    le_cfg = load_config(path.parent / spec.le, [*spec.le_set, *(le_set or [])])
+    le_cfg = load_config(path.parent / spec.le, [*spec.le_set, *(overrides or []), *(le_set or [])])
     # The grid is read once; its LE variants need some lea.cache to validate, and get the real one and
     # its key from with_le_cache once the labels are known.
-    grid = expand_grid(spec, path, extra_set=["lea.cache=."], out=out)
+    grid = expand_grid(spec, path, extra_set=["lea.cache=.", *(overrides or [])], out=out)
     le_run_dir, report_dir = _paths(spec, grid.out, out is not None)
     selected = [c.cfg for c in select_cells(grid, only or [])]  # a bad --only fails now, not after the LE
     sources = grid_sources(grid)  # likewise a source the pipeline cannot label

@@ -167,6 +167,25 @@ def test_pipeline_refuses_le_and_grid_on_different_data(workdir: Path, capsys: p
     assert "data section differs" in capsys.readouterr().err
 
 
+def test_pipeline_set_changes_every_cell_and_the_le_config_alike(workdir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`learec pipeline --set` as `learec grid --set`, and in the LE config too, so a data setting (e.g. data.raw)
+    keeps labels and runs on the same data; --le-set still has the last word on the LE config."""
+    import learec.pipeline
+
+    seen = {}
+    monkeypatch.setattr(learec.pipeline, "print_dry_run",
+                        lambda grid, le_cfg, *a, **kw: seen.update(grid=grid, le=le_cfg))
+    raw = raw_dir("synthetic")
+    argv = ["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--dry-run", "--set", f"data.raw={raw}",
+            "--set", "data.history=5", "--set", "le.train.epochs=3"]
+    assert main(argv) == 0
+    assert seen["le"].data.history == 5 and seen["le"].data.raw == str(raw) and seen["le"].le.train.epochs == 3
+    assert all(c.cfg.data == seen["le"].data for c in seen["grid"].cells)
+    assert main([*argv, "--le-set", "le.train.epochs=1", "--run-dir", str(workdir / "point")]) == 0
+    assert seen["le"].le.train.epochs == 1 and seen["le"].data.history == 5
+
+
 def test_report_needs_grid_dirs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "not a grid output directory" in capsys.readouterr().err
