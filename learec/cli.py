@@ -24,6 +24,13 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None
 def _data_config(args: argparse.Namespace):
     from learec.config import load_config
 
+    if args.config:  # the config names the data: a different NAME would prepare (and cache) other data
+        configured = load_config(args.config, args.overrides).data.dataset
+        if args.name != configured:
+            raise UserError(f"dataset '{args.name}' differs from data.dataset '{configured}' of {args.config}",
+                            f"with --config, NAME must be the config's data.dataset: "
+                            f"`learec data {args.data_command} {configured} --config {args.config}` "
+                            f"(or change data.dataset in the config)")
     overrides = [f"data.dataset={args.name}", *args.overrides]
     if args.raw:
         overrides.append(f"data.raw={args.raw}")
@@ -218,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(protocol, history, k-core thresholds, split).")
         p.add_argument("name", help="a registered dataset (movielens-100k, synthetic; from downloaded files with "
                        "--raw DIR: retailrocket, rc15, movielens-1m, lastfm-1k, lfm-1b, amazon-2018; settings under "
-                       "data.loaders.*) or any name with --raw in the generic format")
+                       "data.loaders.*) or any name with --raw in the generic format; with --config, the config's data.dataset")
         p.add_argument("--raw", help="directory with the raw files (default: the fetched copy)")
         _add_config_args(p)
         if action == "prepare":

@@ -330,7 +330,8 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
         le_report = Path(le_run) / "le_report.json"
         if le_report.is_file():
             r = json.loads(le_report.read_text())
-            md += ["## LLM environment (validation users)", "",
+            users = f"{r['val_users']} " if "val_users" in r else ""
+            md += [f"## LLM environment ({users}validation users)", "",
                    "| state NDCG@10 | popularity NDCG@10 | state HR@10 | popularity HR@10 | reward pairwise acc. | "
                    "item-token NLL/token before → after |", "|---|---|---|---|---|---|",
                    f"| {r['state_ndcg@10']:.4f} | {r['pop_ndcg@10']:.4f} | {r['state_hr@10']:.4f} | "

@@ -210,3 +210,13 @@ def test_progress_bars_stay_off_when_output_is_not_a_terminal(data_dir, capsys, 
     assert main(argv) == 0
     out = capsys.readouterr()
     assert "\r" not in out.err and "it/s" not in out.err
+
+
+def test_data_name_must_match_the_configs_dataset(data_dir, capsys, tmp_path):
+    """With --config, NAME is the config's data.dataset: another name would prepare a second cache."""
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dataset: products}\n")
+    for action in ("prepare", "stats"):
+        err = _user_error(capsys, ["data", action, "mydata", "--config", str(config)])
+        assert "differs from data.dataset 'products'" in err and f"learec data {action} products" in err
+    assert not (data_dir / "prepared").exists() or not any((data_dir / "prepared").iterdir())

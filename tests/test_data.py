@@ -14,7 +14,7 @@ import pytest
 
 from learec.config import DataConfig
 from learec.data.prepared import prepare
-from learec.data.preprocess import build_sequences, kcore_filter
+from learec.data.preprocess import build_sequences, item_texts, kcore_filter
 from learec.data.raw import RawData, read_generic
 from learec.data.registry import DATASETS, get_spec, resolve_raw
 from learec.data.splits import history_windows, split_loo, split_sqn
@@ -608,8 +608,18 @@ def test_unknown_dataset_lists_known_names() -> None:
 
 def test_unknown_dataset_with_raw_lacking_interactions(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="Unknown dataset"):
+    with pytest.raises(UserError, match="holds no interactions.csv"):
         get_spec("mine", tmp_path / "empty")
+
+
+def test_missing_raw_folder_is_named_not_the_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative data.raw read from another directory: the error names the folder and how it was resolved."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as err:
+        get_spec("mine", "../mydata")
+    text = str(err.value)
+    assert "Unknown dataset" not in text and "data.raw folder ../mydata" in text
+    assert str((tmp_path / "../mydata").absolute()) in text and "current directory" in text
 
 
 def test_unregistered_name_with_generic_raw_is_generic(write_generic) -> None:
@@ -645,3 +655,30 @@ def test_more_event_types_than_the_codes_hold_is_a_user_error(write_generic) -> 
     rows = "".join(f"u,{i},{i},e{i}\n" for i in range(130))
     with pytest.raises(UserError, match="130 event types"):
         build_sequences(read_generic(write_generic("user,item,timestamp,event\n" + rows)), 0, 0, "")
+
+
+def test_empty_template_fields_take_their_separator_with_them() -> None:
+    from learec.data.preprocess import fill_template
+
+    by = "{title}, by {brand}, {category}"
+    assert fill_template(by, {"title": "T", "brand": "", "category": "C"}) == "T, C"
+    assert fill_template(by, {"title": "", "brand": "B", "category": "C"}) == "B, C"
+    assert fill_template(by, {"title": "T", "brand": "B", "category": ""}) == "T, by B"
+    assert fill_template("{title} ({year}, {genre})", {"title": "T", "year": "", "genre": "D"}) == "T (D)"
+    # the templates of the shipped configs and loaders read as before: "()" of an empty field goes
+    sci = "{title} ({brand}) ({category})"
+    assert fill_template(sci, {"title": "T", "brand": "", "category": "C"}) == "T (C)"
+    assert fill_template(sci, {"title": "T", "brand": "B", "category": "C"}) == "T (B) (C)"
+
+
+def test_movielens_item_texts_are_unchanged() -> None:
+    """ML-100K's texts key the LE's item tokens: the template cleanup leaves them byte for byte as they were
+    (checked on all 1,682 films when it was written), the "unknown" film without a year included."""
+    template = DATASETS["movielens-100k"].text_template
+    items = pd.DataFrame({"item": ["1", "267", "1373"],
+                          "title": ["Toy Story", "unknown", "Good Morning"],
+                          "year": ["1995", "", "1971"],
+                          "genres": ["Animation, Children's, Comedy", "unknown", "unknown"]})
+    assert item_texts(["1", "267", "1373"], items, template) == [
+        "Toy Story (1995), genres: Animation, Children's, Comedy", "unknown, genres: unknown",
+        "Good Morning (1971), genres: unknown"]

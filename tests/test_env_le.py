@@ -551,7 +551,8 @@ def test_labelling_without_negatives_keeps_states_rewards_and_augmented_actions(
                                    np.asarray(with_negs[name], dtype=np.float64), rtol=1e-3, atol=1e-3)
 
 
-def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path) -> None:
+def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     run = LERun(tmp_path / "run", smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.eval_users=5"))
     run.model(train=True)
     done = json.loads((tmp_path / "run" / "le" / "done.json").read_text())
@@ -564,6 +565,8 @@ def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Pa
     metrics, _ = le_quality(model, run.data.sequences, run.data.val, run.data.split.item_counts, 10_000,
                             run.cfg.le.model.window, exclude_users=chosen)
     assert metrics["val_users"] == len(all_val) - len(chosen)
+    # more users asked for than there are: said, not silently capped
+    assert f"le.report.val_users=10000: only {len(all_val) - len(chosen)} validation users" in caplog.text
     assert LERun(tmp_path / "plain", smoke_config()).selection_users() is None
 
 

@@ -2,7 +2,7 @@
 
 The commands are read out of that section's code block, so the section and this test cannot drift apart.
 Substituted, and only these: `learec data fetch synthetic` writes a small synthetic log (not the full
-1,000 users), and `--set` gives the tiny random LM and a few epochs, as the README's sizes (default LM,
+1,000 users), and `--set` gives the tiny random LM and a few steps, as the README's sizes (default LM,
 full epochs) take far longer than a test may.
 """
 
@@ -30,7 +30,8 @@ SECTION = "### Your own data, end to end"
 SMALL_RL = ["train.epochs=1", "train.batch_size=64", "train.progress=false", "model.hidden=16",
             "train.threads=1"]
 SMALL_LE = ["le.lm=tiny", "le.progress=false", "le.item_tokens.batch_size=64", "le.item_tokens.eval_items=32",
-            "le.model.window=16", "le.train.user_fraction=0.1", "le.train.epochs=1", "le.train.batch_users=8",
+            "le.model.window=16", "le.train.user_fraction=0.1", "le.train.steps=2", "le.train.eval_every=1",
+            "le.train.batch_users=8",
             "le.train.state_negatives=16", "le.train.reward_positions=4", "le.label.batch_rows=16"]
 # per command (its first words): what is added to it
 ADDED = {("train",): SMALL_RL, ("env", "train"): SMALL_LE, ("grid",): SMALL_RL}

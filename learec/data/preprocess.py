@@ -65,6 +65,45 @@ def _natural_order(unique: list) -> np.ndarray:
     return np.array(sorted(range(len(unique)), key=lambda i: str(unique[i])), dtype=np.int64)
 
 
+_BRACKETS = "()[]"
+
+
+def fill_template(template: str, rec: dict) -> str:
+    """``template`` filled from ``rec``; an empty field takes its separator with it.
+
+    The separator of an empty field is the text before it back to the previous field (or to the last bracket
+    in between); where there is none (the first field, or right after an opening bracket) it is the text
+    after it up to the next field (or the first bracket). Parentheses left empty, "()", go too. So
+    "{title}, by {brand}, {category}" without a brand reads "Title, Category", and "{title} ({brand})"
+    reads "Title"; a template without empty fields is filled as written.
+    """
+    pieces = list(string.Formatter().parse(template))
+    literals = [lit for lit, _, _, _ in pieces]
+    fields = [(name, spec, conv) for _, name, spec, conv in pieces]
+    if fields and fields[-1][0] is None:
+        fields.pop()
+    else:
+        literals.append("")
+    values = []
+    for name, spec, conv in fields:
+        field = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        values.append(field.format_map(defaultdict(str, rec)))
+    for i, value in enumerate(values):
+        if value.strip():
+            continue
+        values[i] = ""
+        before = literals[i]
+        cut = max(before.rfind(c) for c in _BRACKETS) + 1  # keep the text up to a bracket
+        if cut < len(before):
+            literals[i] = before[:cut]
+        else:
+            after = literals[i + 1]
+            ends = [after.find(c) for c in _BRACKETS if c in after]
+            literals[i + 1] = after[min(ends):] if ends else ""
+    text = "".join(lit + val for lit, val in zip(literals, values + [""]))
+    return re.sub(r"\s*\(\s*\)", "", text).strip()  # a missing field leaves no "()" behind
+
+
 def item_texts(item_ids: list[str], items: pd.DataFrame | None, template: str) -> list[str]:
     """Fill the template from each item's metadata; items without metadata get 'item <id>'."""
     if items is None or items.empty:
@@ -83,8 +122,7 @@ def item_texts(item_ids: list[str], items: pd.DataFrame | None, template: str) -
         if rec is None:
             out.append(f"item {item}")
         elif template:
-            text = template.format_map(defaultdict(str, rec))
-            out.append(re.sub(r"\s*\(\s*\)", "", text).strip())  # a missing field leaves no "()" behind
+            out.append(fill_template(template, rec))
         else:
             out.append(", ".join(f"{k}: {v}" for k, v in rec.items() if v))
     return out

@@ -132,6 +132,16 @@ def get_spec(name: str, raw: str | Path | None = None) -> DatasetSpec:
     if raw is not None and (Path(raw) / "interactions.csv").is_file():
         spec = DATASETS["generic"]
         return DatasetSpec(name, spec.description, spec.read, spec.text_template)
+    if raw is not None:  # the folder is the problem, not the name
+        path = Path(raw).expanduser()
+        where = f" ({path.absolute()})" if not path.is_absolute() else ""
+        if not path.exists():
+            raise UserError(f"data.raw folder {raw}{where} for dataset '{name}' does not exist",
+                            "a relative data.raw (or --raw) is resolved against the current directory: run "
+                            "learec from the directory it is relative to, or make the path absolute")
+        raise UserError(f"data.raw {raw}{where} for dataset '{name}' holds no interactions.csv",
+                        "point data.raw (or --raw) at the folder with interactions.csv (+ items.csv) in the "
+                        "generic format described in the README, or use a registered dataset name")
     # Listed in two groups: the ones learec can fetch or generate, and the ones read from downloaded files.
     ready = sorted(n for n, s in DATASETS.items() if s.source is None)
     public = sorted(n for n, s in DATASETS.items() if s.source is not None)

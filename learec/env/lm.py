@@ -168,9 +168,11 @@ def _load_hub(name: str, dtype: torch.dtype, attn: str, allow_download: bool | N
 
 
 def _missing_hint(source: str) -> str:
-    return (f"for the default LLM run `learec env fetch` (or `make setup`); for another model pass an existing "
-            f"from_pretrained directory or .gguf file, or a hub name with {ALLOW_DOWNLOADS_ENV}=1 to allow "
-            f"downloading '{source}'")
+    hint = ("for the default LLM run `learec env fetch` (or `make setup`); for another model pass an existing "
+            "from_pretrained directory or .gguf file, or a hub name")
+    if _looks_like_path(source):  # a path is never downloaded: saying so would suggest it could be
+        return hint + f" (with {ALLOW_DOWNLOADS_ENV}=1 to download one)"
+    return hint + f"; {ALLOW_DOWNLOADS_ENV}=1 allows downloading '{source}'"
 
 
 # ------------------------------------------------------------------------------------ the default LLM

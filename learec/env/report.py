@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.nd
     users_all = np.unique(np.asarray(val.user))
     if exclude_users is not None:
         users_all = np.setdiff1d(users_all, exclude_users)
+    if n_users > len(users_all):
+        logging.getLogger("learec").warning(
+            "le.report.val_users=%d: only %d validation users%s, the report rates those", n_users,
+            len(users_all), " outside the LE's selection users" if exclude_users is not None else "")
     users = np.sort(rng.choice(users_all, size=min(n_users, len(users_all)), replace=False))
     vuser, vpos = np.asarray(val.user), np.asarray(val.position)
     jobs = []
