@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(protocol, history, k-core thresholds, split).")
         p.add_argument("name", help="a registered dataset (movielens-100k, synthetic; from downloaded files with "
                        "--raw DIR: retailrocket, rc15, movielens-1m, lastfm-1k, lfm-1b, amazon-2018; settings under "
-                       "data.loaders.*) or any name with --raw in the generic format; with --config, the config's data.dataset")
+                       "data.loaders.*) or any name with --raw in the generic format; with --config, the "
+                       "config's data.dataset")
         p.add_argument("--raw", help="directory with the raw files (default: the fetched copy)")
         _add_config_args(p)
         if action == "prepare":

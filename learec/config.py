@@ -63,8 +63,8 @@ class DataConfig(_Strict):
     min_item_interactions: int = Field(0, ge=0, description="k-core: items with fewer are dropped")
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: Seed = 0
-    text_template: str | None = Field(None, description="item text, e.g. '{title} ({year}), genres: {genres}'. An empty "
-                                      "field takes its separator with it (the text back to the previous field, or "
+    text_template: str | None = Field(None, description="item text, e.g. '{title} ({year}), genres: {genres}'. "
+                                      "An empty field takes its separator with it (the text back to the previous field, or "
                                       "to the next one for a first field) and empty '()' go: '{title}, by {brand}' "
                                       "without a brand reads 'Title'")
     loaders: LoaderOptions = Field(default_factory=LoaderOptions, description="per-dataset loader settings "

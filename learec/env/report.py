@@ -9,8 +9,8 @@
   popular items outside the history: the LE's proposals against the cheapest guess;
 - collapse diagnostics: ``key_mean_cosine`` (mean pairwise cosine of the item keys, over a fixed sample
   of items), ``key_mean_norm`` / ``key_specific_norm`` (norm of the mean key against the mean norm of each
-  key minus it), ``state_mean_cosine`` (one LE state per validation user, at its last point), ``state_ndcg@10_le_users`` /
-  ``_other_users`` (validation users inside / outside the LE's training subset; None when there are none),
+  key minus it), ``state_mean_cosine`` (one LE state per validation user, at its last point),
+  ``state_ndcg@10_le_users`` / ``_other_users`` (validation users inside / outside the LE's training subset; None when there are none),
   and per k the distinct augmented items and the share of the 10 most proposed (``augmentation_diversity``);
 - ``augmentation_sample`` (``le.report.aug_users``): both augmentation figures over the transitions of a
   sample of training users, without the labelling cache (:mod:`learec.env.aug_sample`). Its ``distinct@k``
