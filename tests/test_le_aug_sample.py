@@ -57,8 +57,9 @@ def test_env_report_adds_the_sample_without_making_earlier_stages_stale(
     assert "augmentation_sample" not in plain and plain["report_settings"] == {"val_users": 20}
     assert plain["report_key"] == stable_hash({"labels": labels_key, "report": {"val_users": 20},
                                                "contents": LE_REPORT_CONTENTS})
-    assert REPORT.key(load_config(SMOKE), "labels-key") == "2b04f4ccd51f3297"  # as computed before aug_users
-    assert REPORT.key(load_config(SMOKE, ["le.report.aug_users=5"]), "labels-key") != "2b04f4ccd51f3297"
+    # as computed before aug_users existed, with report contents 4 (the fixed state_mean_cosine)
+    assert REPORT.key(load_config(SMOKE), "labels-key") == "4bc116055286cd4e"
+    assert REPORT.key(load_config(SMOKE, ["le.report.aug_users=5"]), "labels-key") != "4bc116055286cd4e"
 
     made = {p: p.stat().st_mtime_ns for p in (run_dir / "item_tokens.pt", run_dir / "le" / "heads.pt",
                                               run_dir / "label" / "manifest.json")}

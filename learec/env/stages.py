@@ -22,7 +22,7 @@ from learec.errors import UserError
 from learec.stages import State, StageStatus, keyed_status
 from learec.utils import load_torch_file, stable_hash
 
-LE_REPORT_CONTENTS = 3  # bump when the LE report gains measures, so reports made before are redone
+LE_REPORT_CONTENTS = 4  # bump when the LE report gains or fixes measures, so reports made before are redone
 
 
 def negatives(cfg: Config) -> int:
