@@ -234,3 +234,46 @@ def test_report_html_renders_headings_tables_images_and_links(tmp_path):
     assert "<table>" in html and "<th>ndcg@10</th>" in html and "<td>0.0612 ± 0.0013</td>" in html
     assert '<img src="test_bars_0.png" alt="test metrics"' in html
     assert '<a href="../README.md">the README</a>' in html and "<code>learec report x</code>" in html
+
+
+def _label_manifest(run_dir, checksum: str) -> str:
+    """A complete label cache's manifest (no arrays: planning reads only the manifest); its key."""
+    from learec.env.label import MANIFEST, labels_key
+
+    manifest = {"fingerprint": {"data": "d"}, "transitions": 1, "checksums": {"state": checksum}, "complete": True}
+    (run_dir / "label").mkdir(parents=True)
+    (run_dir / "label" / MANIFEST).write_text(json.dumps(manifest))
+    return labels_key(manifest)
+
+
+def test_runs_on_the_same_labels_elsewhere_are_reused_and_not_stale(tmp_path, monkeypatch, capsys):
+    """A pipeline reads its LE's labels from its own folder, a grid from another: a run on the same labels (by
+    their key) is the same experiment wherever they lie, and a run on other labels is not."""
+    _synthetic_base(tmp_path, monkeypatch, "gru4rec", n_users=40)
+    key_a = _label_manifest(tmp_path / "labels-a", "same")
+    assert _label_manifest(tmp_path / "labels-b", "same") == key_a  # a copy of the same labels
+    key_c = _label_manifest(tmp_path / "labels-c", "other")
+    aug = "objective=snqn, lea.augment=true, lea.augment_k=1"
+    grid_file, out, other = tmp_path / "grid.yaml", tmp_path / "out", tmp_path / "other"
+    grid_file.write_text(
+        f"base: base.yaml\nout: {out}\naxes: {{variant: [b, b2, b3, c]}}\n"
+        f"variants: {{b: [{aug}, lea.cache={tmp_path / 'labels-b'}], b2: [{aug}, lea.cache={tmp_path / 'labels-b'}],"
+        f" b3: [{aug}, lea.cache={tmp_path / 'labels-b'}], c: [{aug}, lea.cache={tmp_path / 'labels-c'}]}}\n")
+    cells = {name: cfg for name, _, cfg in load_grid(grid_file).cells}
+
+    def finished(run_dir, labels_dir, key):  # a finished run, made by hand, that read the labels of labels_dir
+        cfg = cells["b"].model_copy(deep=True)
+        cfg.lea.cache = str(labels_dir)
+        cfg.save(run_dir / "config.yaml")
+        (run_dir / "metrics.json").write_text("{}")
+        (run_dir / "le_cache.json").write_text(json.dumps({"key": key, "labels": str(labels_dir / "label")}))
+
+    finished(other / "snqn-a", tmp_path / "labels-a", key_a)  # another grid's run on labels-a
+    finished(out / "b2", tmp_path / "labels-a", key_a)  # copied here from it: this cell's finished run
+    finished(out / "b3", tmp_path / "labels-b", key_c)  # trained on labels-b before they were remade
+    capsys.readouterr()
+    assert main(["grid", "--config", str(grid_file), "--dry-run", "--reuse", str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
+    assert status == {"b": "reuse", "b2": "finished", "b3": "stale", "c": "new"}
+    assert any(key_c in line and key_a in line for line in lines if " b3 " in line + " ")

@@ -79,7 +79,22 @@ class LabelCache:
     @property
     def key(self) -> str:
         """Identifies these labels (what made them and their content)."""
-        return stable_hash({"fingerprint": self.manifest["fingerprint"], "checksums": self.manifest["checksums"]})
+        return labels_key(self.manifest)
+
+
+def labels_key(manifest: dict[str, Any]) -> str:
+    """The key of the labels a complete cache's manifest describes (what made them and their content)."""
+    return stable_hash({"fingerprint": manifest["fingerprint"], "checksums": manifest["checksums"]})
+
+
+def manifest_labels_key(path: Path) -> str | None:
+    """The key of the complete cache at ``path`` read from its manifest alone (no checksum pass: a cheap
+    identity for matching runs; training verifies the arrays), or None if there is none."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        return labels_key(manifest) if manifest.get("complete") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sha256(path: Path) -> str:

@@ -3,11 +3,13 @@ folders without touching them, and the finished runs of other grids that a cell 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from learec.config import RESULT_NEUTRAL_SETTINGS, Config, config_differences, load_config
+from learec.env.label import manifest_labels_key
 from learec.errors import UserError
 from learec.grid.cells import Grid, select_cells
 from learec.stages import State
@@ -29,9 +31,13 @@ class CellPlan:
     source: Path | None = None  # a finished run with the same config in a --reuse directory
 
 
-def comparable(cfg: Config) -> dict[str, Any]:
-    """A config as a dict without the settings that do not change results (config.RESULT_NEUTRAL_SETTINGS)."""
+def comparable(cfg: Config, labels: str | None = None) -> dict[str, Any]:
+    """A config as a dict without the settings that do not change results (config.RESULT_NEUTRAL_SETTINGS).
+    With ``labels`` (the key of the LE labels a run reads), where the labels lie is left out: runs on the same
+    labels in two places, e.g. a grid's and a pipeline's, then compare equal."""
     tree = cfg.to_dict()
+    if labels is not None:
+        tree["lea"].update(cache=None, cache_key=labels)
     for dotted in RESULT_NEUTRAL_SETTINGS:
         *parents, leaf = dotted.split(".")
         node: Any = tree
@@ -48,8 +54,25 @@ def check_reuse_dirs(dirs: list[Path]) -> None:
             raise UserError(f"--reuse {d}: no such directory", "name the output directory of another grid")
 
 
+def cell_labels_key(cfg: Config) -> str | None:
+    """The key of the LE labels a cell will read: the one the config pins, else that of the complete cache
+    at ``lea.cache``; None without LE inputs or labels."""
+    if not cfg.lea.enabled:
+        return None
+    return cfg.lea.cache_key or (manifest_labels_key(Path(cfg.lea.cache) / "label") if cfg.lea.cache else None)
+
+
+def run_labels_key(run: Path) -> str | None:
+    """The key of the LE labels a run was trained on (its ``le_cache.json``), or None."""
+    try:
+        return str(json.loads((run / "le_cache.json").read_text())["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def finished_runs(dirs: list[Path]) -> dict[str, Path]:
-    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config."""
+    """Finished runs (metrics.json and config.yaml) directly under ``dirs``, by the hash of their config (and
+    of the LE labels they were trained on, wherever those lay)."""
     check_reuse_dirs(dirs)
     found: dict[str, Path] = {}
     for d in dirs:
@@ -60,8 +83,19 @@ def finished_runs(dirs: list[Path]) -> dict[str, Path]:
                 except (UserError, ValueError) as err:  # e.g. a run of an older config schema
                     print(f"--reuse: skipping {run} (its config does not load: {str(err).splitlines()[0]})")
                     continue
-                found.setdefault(stable_hash(comparable(cfg)), run)
+                labels = run_labels_key(run) if cfg.lea.enabled else None
+                found.setdefault(stable_hash(comparable(cfg, labels)), run)
     return found
+
+
+def folder_differences(cfg: Config, run_dir: Path) -> list[str]:
+    """How the run in ``run_dir`` differs from ``cfg``. Where both name the key of their LE labels (a run
+    records it once it starts training), the key stands for the labels, not where they lie: a run copied
+    from another grid on the same labels is this cell's run; one trained on other labels is not."""
+    labels, used = cell_labels_key(cfg), run_labels_key(run_dir)
+    if labels is None or used is None:
+        labels = used = None
+    return config_differences(comparable(cfg, labels), comparable(load_config(run_dir / "config.yaml"), used))
 
 
 def run_config(cfg: Config, threads: int | None, workers: int) -> Config:
@@ -85,13 +119,12 @@ def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | Non
     for name, _, cell_cfg in select_cells(grid, only or []):
         run_dir = grid.out / name
         cfg = run_config(cell_cfg, threads, workers)
-        source = reusable.get(stable_hash(comparable(cfg)))
+        source = reusable.get(stable_hash(comparable(cfg, cell_labels_key(cfg))))
         if source is not None and source.resolve() == run_dir.resolve():
             source = None
         status, detail = "new", ""
         # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
-        differences = ((run_dir / "config.yaml").is_file()
-                       and config_differences(comparable(cfg), comparable(load_config(run_dir / "config.yaml"))))
+        differences = (run_dir / "config.yaml").is_file() and folder_differences(cfg, run_dir)
         if differences:
             status, detail = "stale", ", ".join(differences)
         else:  # what `learec train --resume` will do with the folder
