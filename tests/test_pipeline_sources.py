@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from learec.cli import main
 from learec.config import load_config
@@ -207,6 +208,11 @@ def test_the_quick_pipeline_shows_a_floor_and_a_ceiling_beside_the_le() -> None:
         lea = cells[f"snqn+{source}"].lea
         assert (lea.source, lea.augment, lea.augment_k, lea.state, lea.reward) == (source, True, 1, False, False)
         assert grid.compare[f"snqn+{source}"] == "snqn"
+    # the demo's LE labels no negatives (most of the labelling time), so no cell may read them
+    spec = yaml.safe_load((Path(__file__).parent.parent / "configs" / "lea_ml100k_quick.yaml").read_text())
+    assert "le.label.negatives=0" in spec["le_set"]
+    assert not any(cfg.lea.use_cached_negatives for cfg in cells.values())
+    assert cells["snqn+lea"].lea.augment and cells["sa2c+lea"].lea.augment
 
 
 @pytest.mark.slow
