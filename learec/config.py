@@ -263,7 +263,12 @@ class LETrainConfig(_Strict):
     windows_per_user: int = Field(1, ge=1, description="with steps: windows of each chosen user per step")
     eval_every: int = Field(0, ge=0, description="with steps: validation state NDCG@10 every this many steps, the "
                             "best weights kept; 0 = no validation (the last weights; checkpoints every steps/10)")
-    eval_users: int = Field(100, ge=1, description="with eval_every: validation users of that check")
+    eval_users: int = Field(100, ge=1, description="with eval_every: the users of that check")
+    select_on: Literal["val", "train"] = Field(
+        "val", description="with eval_every: whose state NDCG@10 picks the best weights: 'val' = up to eval_users "
+        "validation users, at most half of them (the report rates the other half); 'train' = eval_users training "
+        "users outside the LE's subset, at every point of their sequences (the report then rates every "
+        "validation user; needs user_fraction < 1)")
     patience: int = Field(0, ge=0, description="with eval_every: stop after this many checks without a better "
                           "validation state NDCG@10 (the best weights are kept either way); 0 = the whole budget")
     reward_positions: int = Field(16, ge=1, description="positions per window given a reward-loss negative")
@@ -275,13 +280,17 @@ class LETrainConfig(_Strict):
                             "ones; 0 = frozen")
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
-                                                          "eval_every", "eval_users", "token_lr", "patience"})
+                                                          "eval_every", "eval_users", "token_lr", "patience",
+                                                          "select_on"})
 
     @model_validator(mode="after")
     def _patience_needs_checks(self) -> "LETrainConfig":
         if self.patience and not (self.steps and self.eval_every):
             raise ValueError("le.train.patience counts validation checks: it needs le.train.steps and "
                              "le.train.eval_every")
+        if self.select_on == "train" and self.user_fraction >= 1:
+            raise ValueError("le.train.select_on=train picks the LE's weights on training users outside its "
+                             "subset, and le.train.user_fraction=1 leaves none: use select_on=val")
         return self
 
 

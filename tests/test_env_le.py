@@ -596,3 +596,38 @@ def test_full_softmax_state_loss_equals_a_naive_per_position_cross_entropy(le_da
                 logits = (torch.nn.functional.normalize(keys, dim=-1) @ s) / cfg.le.train.temperature
                 naive.append(torch.logsumexp(logits, 0) - logits[int(item)])
     assert torch.allclose(loss, torch.stack(naive).mean(), atol=1e-5)
+
+
+def test_le_selection_on_training_users_outside_the_subset_leaves_every_validation_user_to_the_report(
+        le_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import learec.env.run as run_module
+
+    cfg = smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.eval_users=3", "le.train.select_on=train")
+    run = LERun(tmp_path / "run", cfg)
+    le_users = subset_users(run.data.train.user, 0.25, 0)
+    chosen = run.selection_users()
+    assert len(chosen) == 3 and not set(chosen) & set(le_users.tolist())  # never the LE's own users
+    assert set(chosen) <= set(np.unique(run.data.train.user).tolist())
+    assert not set(chosen) & set(np.unique(run.data.val.user).tolist())
+    # every check rates the chosen users' training points and nothing else
+    seen: list[tuple[set, int]] = []
+    real = run_module.le_quality
+
+    def spy(model, seqs, points, counts, n_users, *args, exclude_users=None, **kwargs):
+        metrics, rewards = real(model, seqs, points, counts, n_users, *args, exclude_users=exclude_users, **kwargs)
+        rated = set(np.setdiff1d(np.unique(np.asarray(points.user)), [] if exclude_users is None else exclude_users))
+        seen.append((rated, metrics["points"]))
+        return metrics, rewards
+
+    monkeypatch.setattr(run_module, "le_quality", spy)
+    run.model(train=True)
+    in_chosen = np.isin(run.data.train.user, chosen)
+    assert seen == [(set(chosen.tolist()), int(in_chosen.sum()))] * 2  # checks at steps 2 and 4
+    curve = json.loads((tmp_path / "run" / "le" / "curve.json").read_text())
+    assert curve["select_on"] == "train" and curve["users"] == 3
+    # the report rates every validation user: none chose the weights
+    assert run.report_excluded_users() is None
+    report = run.report()
+    assert report["val_users"] == min(run.cfg.le.report.val_users, len(np.unique(run.data.val.user)))
+    with pytest.raises(UserError, match="leaves none"):
+        smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.select_on=train", "le.train.user_fraction=1")

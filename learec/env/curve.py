@@ -1,8 +1,9 @@
 """The LE's learning curve: the validation state NDCG@10 that ``le.train.steps`` with ``eval_every`` checks
 every N steps, as points (``le/curve.json``) and a figure (``le_curve.png``) beside the LE report.
 
-The popularity line is popularity's NDCG@10 at the same validation points (the selection users), so the
-two are comparable; the LE report's popularity is measured on other users.
+The popularity line is popularity's NDCG@10 at the same points (the selection users: validation users, or
+with ``le.train.select_on=train`` training users outside the LE's subset), so the two are comparable; the
+LE report's popularity is measured on other users.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ def curve_points(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def write_curve(run_dir: Path, history: list[dict[str, float]], popularity: float | None,
-                users: int | None = None) -> dict[str, Any] | None:
-    """Write ``le/curve.json`` and ``le_curve.png`` in ``run_dir``; None (nothing written) without points."""
+                users: int | None = None, select_on: str = "val") -> dict[str, Any] | None:
+    """Write ``le/curve.json`` and ``le_curve.png`` in ``run_dir``; None (nothing written) without points.
+    ``select_on``: whose points were checked (``le.train.select_on``: validation users, or training users
+    outside the LE's subset)."""
     points = curve_points(history)
     if not points:
         return None
-    curve = {"metric": METRIC, "points": points, "popularity_ndcg@10": popularity, "users": users}
+    curve = {"metric": METRIC, "points": points, "popularity_ndcg@10": popularity, "users": users,
+             "select_on": select_on}
     atomic_write_json(run_dir / CURVE_JSON, curve)
     plot_curve(curve, run_dir / CURVE_PNG)
     return curve
@@ -53,7 +57,8 @@ def plot_curve(curve: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("LE training step")
     ax.set_ylabel("NDCG@10 (validation, full ranking)")
     users = curve.get("users")
-    ax.set_title(f"LE learning curve{f' ({users} validation users)' if users else ''}")
+    whose = "training users outside the LE's subset" if curve.get("select_on") == "train" else "validation users"
+    ax.set_title(f"LE learning curve{f' ({users} {whose})' if users else ''}")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

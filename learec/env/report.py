@@ -79,11 +79,12 @@ def ndcg_split(ranks: np.ndarray, inside: np.ndarray, k: int = 10) -> dict[str, 
 
 
 @torch.no_grad()
-def le_quality(model: LEModel, seqs: Sequences, val: EvalSet, item_counts: np.ndarray, n_users: int,
+def le_quality(model: LEModel, seqs: Sequences, val: EvalSet | Transitions, item_counts: np.ndarray, n_users: int,
                window: int, batch_rows: int = 4, seed: int = 0, ks: tuple[int, ...] = (10,),
                progress: Callable[..., Any] | None = None, le_users: np.ndarray | None = None,
                exclude_users: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users, drawn
+    """Metrics (a JSON-able dict) and the raw reward arrays of up to ``n_users`` validation users (or users of
+    any points with ``user``/``position``: the training transitions of users the LE never saw), drawn
     from those not in ``exclude_users``; ``le_users`` (the LE's training subset) splits the state NDCG@10
     by membership."""
     rng = np.random.default_rng([seed, 29])
@@ -155,7 +156,7 @@ def token_shift(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
             "moved_share": float((change > 0).float().mean())}
 
 
-def popularity_ndcg(seqs: Sequences, val: EvalSet, item_counts: np.ndarray, users: np.ndarray,
+def popularity_ndcg(seqs: Sequences, val: EvalSet | Transitions, item_counts: np.ndarray, users: np.ndarray,
                     k: int = 10) -> float | None:
     """NDCG@k of ranking every item by popularity at all validation points of ``users`` (None: no points):
     what :func:`le_quality` reports as ``pop_ndcg@k`` for them, without the LE."""

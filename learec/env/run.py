@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from learec.config import RESULT_NEUTRAL_SETTINGS, Config, config_differences, load_config, with_overrides
 from learec.data.prepared import PreparedData, prepare
+from learec.data.splits import EvalSet, Transitions
 from learec.devices import run_device
 from learec.distributed import barrier, broadcast_object, is_distributed, is_main, main_first
 from learec.env import token_store
@@ -195,27 +196,43 @@ class LERun:
             weights = model.save(le_dir)
             chosen = self.selection_users()  # the curve exists with that check only
             if chosen is not None:  # before done.json: a finished LE always has its curve
-                write_curve(self.run_dir, history, popularity_ndcg(self.data.sequences, self.data.val,
-                                                                   self.data.split.item_counts, chosen), len(chosen))
+                write_curve(self.run_dir, history, popularity_ndcg(self.data.sequences, self.selection_points(),
+                                                                   self.data.split.item_counts, chosen), len(chosen),
+                            self.cfg.le.train.select_on)
             atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
         barrier()  # le/ is complete for every rank
         return model
 
     def selection_users(self) -> np.ndarray | None:
-        """The validation users ``le.train.steps`` picks its best weights on (None without that check); the
-        report leaves them out, so the weights are never judged on the users that chose them."""
+        """The users ``le.train.steps`` picks its best weights on (None without that check): with
+        ``select_on=val`` up to ``eval_users`` validation users, at most half of them, which the report then
+        leaves out, so the weights are never judged on the users that chose them; with ``select_on=train``,
+        ``eval_users`` training users outside the LE's subset (the LE never trains on them)."""
         train = self.cfg.le.train
         if not (train.steps and train.eval_every):
             return None
-        users = np.unique(np.asarray(self.data.val.user))
         rng = np.random.default_rng([self.cfg.le.seed, 31])
+        if train.select_on == "train":
+            le_users = subset_users(self.data.train.user, train.user_fraction, self.cfg.le.seed)
+            others = np.setdiff1d(np.unique(np.asarray(self.data.train.user)), le_users)
+            return np.sort(rng.choice(others, size=min(train.eval_users, len(others)), replace=False))
+        users = np.unique(np.asarray(self.data.val.user))
         return np.sort(rng.choice(users, size=min(train.eval_users, len(users) // 2), replace=False))
+
+    def selection_points(self) -> EvalSet | Transitions:
+        """Where the selection users' prediction points lie: the validation events, or (``select_on=train``)
+        the training transitions, whose ``user``/``position`` name the same kind of point."""
+        return self.data.train if self.cfg.le.train.select_on == "train" else self.data.val
+
+    def report_excluded_users(self) -> np.ndarray | None:
+        """The validation users the report leaves out: those that chose the weights, if any did."""
+        return self.selection_users() if self.cfg.le.train.select_on == "val" else None
 
     def _validation(self, model: LEModel) -> float:
         """State NDCG@10 of the selection users: what ``le.train.steps`` keeps the best weights by."""
-        chosen = self.selection_users()
-        others = np.setdiff1d(np.unique(np.asarray(self.data.val.user)), chosen)
-        metrics, _ = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
+        chosen, points = self.selection_users(), self.selection_points()
+        others = np.setdiff1d(np.unique(np.asarray(points.user)), chosen)
+        metrics, _ = le_quality(model, self.data.sequences, points, self.data.split.item_counts,
                                 len(chosen), self.cfg.le.model.window, self.cfg.le.label.batch_rows,
                                 self.cfg.le.seed, exclude_users=others)
         return float(metrics["state_ndcg@10"])
@@ -264,7 +281,7 @@ class LERun:
         metrics, rewards = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,
                                       self.cfg.le.report.val_users, self.cfg.le.model.window,
                                       self.cfg.le.label.batch_rows, self.cfg.le.seed, progress=_progress(self.cfg),
-                                      le_users=le_users, exclude_users=self.selection_users())
+                                      le_users=le_users, exclude_users=self.report_excluded_users())
         _, tokens = self._saved_item_tokens()
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
