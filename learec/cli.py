@@ -132,6 +132,20 @@ def cmd_env_report(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.run_dir) / 'le_report.json'} and le_report.png")
 
 
+def cmd_env_rate(args: argparse.Namespace) -> None:
+    from learec.env.rate import markdown_table, rate_runs
+    from learec.utils import atomic_write_json
+
+    if any(k < 1 for k in args.k):
+        raise UserError(f"--k {' '.join(map(str, args.k))}: every k must be 1 or more", "e.g. --k 1 3 5")
+    result = rate_runs([Path(d) for d in args.run_dirs], Path(args.split_by) if args.split_by else None,
+                       tuple(sorted(set(args.k))))
+    print(markdown_table(result))
+    if args.out:
+        atomic_write_json(Path(args.out), result)
+        print(f"figures: {args.out}")
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     import yaml
 
@@ -284,6 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a report setting for this report only, e.g. --set le.report.val_users=500 (repeatable): "
                    "nothing is retrained or relabelled, and the run's config.yaml keeps its own")
     p.set_defaults(func=cmd_env_report)
+
+    p = esub.add_parser("rate", help="rate the augmented actions of label caches (LE or control sources) side "
+                        "by side: a Markdown table, and every figure as JSON with --out",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Rates RUN_DIR/label/ of each RUN_DIR (an LE run, or the directory of a control "
+                        "source) over every training transition,\non the prepared data of the first RUN_DIR's "
+                        "config.yaml; all caches must come from those same data.\nPer k (the first k augmented "
+                        "actions of each transition; a k wider than a cache is left out):\n"
+                        "  aug_future@k   share of augmented actions the user interacts with later in the log\n"
+                        "                 (after the logged action); an empty slot (-1) counts as a miss\n"
+                        "  pop_future@k   the same share for the k most popular items outside the user's history\n"
+                        "                 and the logged action, on the same transitions: the cheapest guess\n"
+                        "  distinct@k     how many distinct items are proposed\n"
+                        "  top10_share@k  share of the proposals that go to the 10 most proposed items\n"
+                        "With --split-by LE_RUN_DIR, aug_future@k (and, in the JSON, every figure) again for the "
+                        "transitions\nof the users inside and outside that LE's training subset (le.train."
+                        "user_fraction, le.seed):\nthe same split for every source; outside is the honest measure "
+                        "for an LE, which was fit on the others.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a directory with a complete label/ cache")
+    p.add_argument("--split-by", metavar="LE_RUN_DIR", help="an LE run directory whose training users split the "
+                   "figures")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], metavar="K", help="the ks (default: 1 3 5)")
+    p.add_argument("--out", metavar="FILE.json", help="write every figure (and the split's users) as JSON")
+    p.set_defaults(func=cmd_env_rate)
 
     cfg = sub.add_parser("config", help="inspect configurations")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
