@@ -71,12 +71,18 @@ def test_oracle_augments_with_the_true_next_items(data, tmp_path: Path) -> None:
 def test_popularity_augments_with_the_most_popular_unseen_items(data, tmp_path: Path) -> None:
     cache = label("popularity", tmp_path / "pop")
     actions, state = np.asarray(data.train.action), np.asarray(data.train.state)
+    users, positions = np.asarray(data.train.user), np.asarray(data.train.position)
     counts = np.bincount(actions, minlength=data.n_items)  # sqn: every training event is a transition
     ranked = sorted(range(data.n_items), key=lambda item: (-counts[item], item))
     aug = np.asarray(cache["aug_items"])
+    beyond_window = 0
     for i in range(len(actions)):
-        excluded = set(state[i][state[i] < data.n_items].tolist()) | {int(actions[i])}
-        assert list(aug[i]) == [item for item in ranked if item not in excluded][:K_AUG], i
+        # the whole history, not only the state's window, and the logged action
+        excluded = set(user_items(data.sequences, int(users[i]))[: positions[i] + 1].tolist())
+        beyond_window += bool(excluded - set(state[i].tolist()) - {int(actions[i])})
+        picks = [item for item in ranked if item not in excluded][:K_AUG]
+        assert list(aug[i]) == picks + [-1] * (K_AUG - len(picks)), i
+    assert beyond_window > 0  # histories longer than the window: the two exclusions differ here
     assert not np.asarray(cache["aug_rewards"]).any() and not np.asarray(cache["state"]).any()
     check_negatives(cache, data)
 

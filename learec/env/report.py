@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learec.data.popular import popular_unseen
 from learec.data.preprocess import Sequences
 from learec.data.splits import EvalSet, Transitions
 from learec.env.batches import pack_rows, segment_rows, unseen_items, user_items
@@ -179,29 +180,19 @@ def augmentation_quality(seqs: Sequences, train: Transitions, aug_items: np.ndar
     ks = tuple(k for k in ks if k <= aug_items.shape[1])
     if not ks:
         return {}
-    by_popularity = np.argsort(-np.asarray(item_counts), kind="stable")
     width = max(ks)
     aug_hits = np.zeros((len(train), width))
     pop_hits = np.zeros((len(train), width))
     user, position = np.asarray(train.user), np.asarray(train.position)
+    popular = popular_unseen(seqs, user, position, item_counts, width)
     for u in np.unique(user):
         rows = np.flatnonzero(user == u)
         seq = user_items(seqs, int(u))
         last = np.full(seqs.n_items + 1, -1)  # last position of each item in u's sequence; -1: never
         last[seq] = np.arange(len(seq))  # later positions overwrite earlier ones
-        first = np.full(seqs.n_items, len(seq))
-        first[seq[::-1]] = np.arange(len(seq))[::-1]
         pos = position[rows]
-        aug = aug_items[rows, :width]
-        aug_hits[rows] = last[np.where(aug < 0, seqs.n_items, aug)] > pos[:, None]
-        # the k most popular items outside x_<=p lie among the first p + 1 + k of the popularity order
-        head = by_popularity[: min(seqs.n_items, int(pos.max()) + 1 + width)]
-        unseen = first[head][None, :] > pos[:, None]  # [rows, head]
-        order = np.where(unseen, np.arange(len(head))[None, :], len(head))
-        picks = np.sort(order, axis=1)[:, :width]
-        valid = picks < len(head)
-        pop = head[np.minimum(picks, len(head) - 1)]
-        pop_hits[rows] = valid & (last[pop] > pos[:, None])
+        for hits, picks in ((aug_hits, aug_items[rows, :width]), (pop_hits, popular[rows])):
+            hits[rows] = last[np.where(picks < 0, seqs.n_items, picks)] > pos[:, None]  # -1: a miss
     result: dict[str, Any] = {"transitions": int(len(train))}
     for k in ks:
         result[f"aug_future@{k}"] = float(aug_hits[:, :k].mean())

@@ -12,7 +12,7 @@ source          state                           reward, neg_rewards          aug
 ``oracle``      zeros [n, le.model.state_dim]   0 (constant)                 the user's next training items
                                                                              after the logged one (0: z = 0)
 ``popularity``  zeros [n, le.model.state_dim]   0 (constant)                 the most popular training items
-                                                                             outside the state's window and
+                                                                             outside the user's history and
                                                                              the logged action (0: z = 0)
 ``teacher``     the teacher's backbone state    the teacher's ranking score  its top items outside the user's
                 [n, backbone width]             of the action / negatives    history and the action (scores)
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from learec.config import Config, load_config
+from learec.data.popular import popular_unseen
 from learec.data.prepared import PreparedData, prepare
 from learec.env.batches import uniform_negatives, user_items
 from learec.env.stages import negatives
@@ -67,6 +68,8 @@ def source_fingerprint(source: str, cfg: Config, data: PreparedData, teacher: Pa
                                   "weights": file_fingerprint(teacher / "checkpoints" / "best.pt")["sha256"]}
     else:
         fingerprint["state_dim"] = cfg.le.model.state_dim
+    if source == "popularity":  # 2: outside the whole history (1, unnamed: outside the state's window only)
+        fingerprint["exclusion"] = 2
     return fingerprint
 
 
@@ -108,18 +111,11 @@ def oracle_labels(data: PreparedData, cfg: Config) -> dict[str, np.ndarray]:
 
 def popularity_labels(data: PreparedData, cfg: Config) -> dict[str, np.ndarray]:
     """Augmented actions = the ``aug_k`` most popular training items (``data.split.item_counts``; ties by
-    item id) that are neither in the transition's state window nor its logged action."""
+    item id) that the user has not interacted with up to the logged action (history and action): what
+    ``pop_future@k`` rates (:func:`learec.data.popular.popular_unseen`)."""
     k = label_settings(cfg, data)["aug_k"]
-    state, actions = np.asarray(data.train.state), np.asarray(data.train.action)
-    order = np.argsort(-np.asarray(data.split.item_counts), kind="stable")
-    cand = order[: min(k + state.shape[1] + 1, len(order))]  # at most L + 1 of them are excluded per row
-    aug = np.full((len(actions), k), -1, dtype=np.int64)
-    for lo in range(0, len(actions), 8192):
-        hi = min(lo + 8192, len(actions))
-        taken = (state[lo:hi, :, None] == cand).any(1) | (actions[lo:hi, None] == cand)  # [rows, len(cand)]
-        first = np.argsort(taken, axis=1, kind="stable")[:, :k]  # the untaken candidates, in popularity order
-        picked = np.take_along_axis(cand[None, :].repeat(hi - lo, 0), first, 1)
-        aug[lo:hi] = np.where(np.take_along_axis(taken, first, 1), -1, picked)
+    aug = popular_unseen(data.sequences, np.asarray(data.train.user), np.asarray(data.train.position),
+                         data.split.item_counts, k)
     return _constant_labels(data, cfg, aug)
 
 

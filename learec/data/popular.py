@@ -1,0 +1,35 @@
+"""The most popular items a user has not interacted with yet: the popularity control source's augmented
+actions and the ``pop_future@k`` they are compared with share this one definition."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from learec.data.preprocess import Sequences
+
+
+def popularity_order(item_counts: np.ndarray) -> np.ndarray:
+    """Item ids from the most to the least counted, ties by item id."""
+    return np.argsort(-np.asarray(item_counts), kind="stable")
+
+
+def popular_unseen(seqs: Sequences, users: np.ndarray, positions: np.ndarray, item_counts: np.ndarray,
+                   k: int) -> np.ndarray:
+    """``[rows, k]``: for each (user, position), the ``k`` most popular items (:func:`popularity_order`)
+    that are not among the user's items at or before ``position`` (the history and the action there);
+    ``-1`` where fewer such items exist."""
+    users, positions = np.asarray(users), np.asarray(positions)
+    order = popularity_order(item_counts)
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for u in np.unique(users):
+        rows = np.flatnonzero(users == u)
+        seq = np.asarray(seqs.items[seqs.offsets[u]:seqs.offsets[u + 1]], dtype=np.int64)
+        first = np.full(seqs.n_items, len(seq))  # each item's first position in u's sequence
+        first[seq[::-1]] = np.arange(len(seq))[::-1]
+        pos = positions[rows]
+        # at most p + 1 items are seen at position p, so the k wanted lie among the first p + 1 + k
+        head = order[: min(seqs.n_items, int(pos.max()) + 1 + k)]
+        unseen = first[head][None, :] > pos[:, None]  # [rows, head]
+        rank = np.sort(np.where(unseen, np.arange(len(head))[None, :], len(head)), axis=1)[:, :k]
+        out[rows, : rank.shape[1]] = np.where(rank < len(head), head[np.minimum(rank, len(head) - 1)], -1)
+    return out
