@@ -407,7 +407,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="append", default=[], metavar="GRID_DIR",
                    help="copy a finished run with the same config from this grid output directory instead of "
                    "training it again, e.g. --reuse runs/grid-ml100k-rl (repeatable; trusts that run was made "
-                   "by the same code)")
+                   "by the same code; runs on LE labels match by the labels' key, wherever the labels lie)")
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
