@@ -289,8 +289,9 @@ def _plot_le_rewards(le_run: Path, path: Path, sample: int = 200_000) -> bool:
     rng = np.random.default_rng(0)
     n = len(cache)
     rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    series = {"logged action": np.asarray(cache["reward"][rows]).ravel(),
-              "uniform negatives": np.asarray(cache["neg_rewards"][rows]).ravel()}
+    series = {"logged action": np.asarray(cache["reward"][rows]).ravel()}
+    if cache["neg_rewards"].shape[1]:  # labelled without negatives (le.label.negatives=0): none to show
+        series["uniform negatives"] = np.asarray(cache["neg_rewards"][rows]).ravel()
     if cache["aug_rewards"].shape[1]:
         filled = np.asarray(cache["aug_items"][rows]) >= 0  # -1: an empty slot, its reward is a placeholder
         series["augmented actions"] = np.asarray(cache["aug_rewards"][rows])[filled]

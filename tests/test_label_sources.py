@@ -175,3 +175,16 @@ def test_cli_control_sources(data, tmp_path: Path, capsys: pytest.CaptureFixture
     (le_run / "le").mkdir(parents=True)  # an LE run's label/ is never overwritten by a control source
     assert main(["env", "label", "--source", "oracle", "--config", str(config), "--run-dir", str(le_run)]) == 2
     assert "LE run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("negatives", [0, 4])
+def test_the_reward_plot_shows_only_what_the_cache_holds(data, tmp_path: Path, negatives: int) -> None:
+    import warnings
+
+    from learec.report import _plot_le_rewards
+
+    label("oracle", tmp_path / "run", None, f"le.label.negatives={negatives}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty series would warn (mean of an empty slice)
+        assert _plot_le_rewards(tmp_path / "run", tmp_path / "rewards.png")
+    assert (tmp_path / "rewards.png").stat().st_size > 1000
