@@ -288,7 +288,7 @@ class LETrainConfig(_Strict):
         if self.patience and not (self.steps and self.eval_every):
             raise ValueError("le.train.patience counts validation checks: it needs le.train.steps and "
                              "le.train.eval_every")
-        if self.select_on == "train" and self.user_fraction >= 1:
+        if self.select_on == "train" and self.steps and self.eval_every and self.user_fraction >= 1:
             raise ValueError("le.train.select_on=train picks the LE's weights on training users outside its "
                              "subset, and le.train.user_fraction=1 leaves none: use select_on=val")
         return self

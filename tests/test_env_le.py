@@ -631,3 +631,9 @@ def test_le_selection_on_training_users_outside_the_subset_leaves_every_validati
     assert report["val_users"] == min(run.cfg.le.report.val_users, len(np.unique(run.data.val.user)))
     with pytest.raises(UserError, match="leaves none"):
         smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.select_on=train", "le.train.user_fraction=1")
+    # a fraction below 1 that still rounds to every training user of this small log
+    n_train = len(np.unique(run.data.train.user))
+    almost = LERun(tmp_path / "almost", smoke_config("le.train.steps=4", "le.train.eval_every=2", "le.train.select_on=train",
+                                                     f"le.train.user_fraction={1 - 0.4 / n_train}"))
+    with pytest.raises(UserError, match="none is left to select on"):
+        almost.selection_users()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from learec.cli import main
-from learec.config import RESULT_NEUTRAL_SETTINGS
+from learec.config import RESULT_NEUTRAL_SETTINGS, load_config
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.errors import UserError
@@ -256,16 +256,18 @@ def test_runs_on_the_same_labels_elsewhere_are_reused_and_not_stale(tmp_path, mo
     aug = "objective=snqn, lea.augment=true, lea.augment_k=1"
     grid_file, out, other = tmp_path / "grid.yaml", tmp_path / "out", tmp_path / "other"
     grid_file.write_text(
-        f"base: base.yaml\nout: {out}\naxes: {{variant: [b, b2, b3, c]}}\n"
+        f"base: base.yaml\nout: {out}\naxes: {{variant: [b, b2, b3, c, p]}}\n"
         f"variants: {{b: [{aug}, lea.cache={tmp_path / 'labels-b'}], b2: [{aug}, lea.cache={tmp_path / 'labels-b'}],"
-        f" b3: [{aug}, lea.cache={tmp_path / 'labels-b'}], c: [{aug}, lea.cache={tmp_path / 'labels-c'}]}}\n")
+        f" b3: [{aug}, lea.cache={tmp_path / 'labels-b'}], c: [{aug}, lea.cache={tmp_path / 'labels-c'}],"
+        # as the pipeline gives its cells: the labels' key pinned in the config
+        f" p: [{aug}, lea.cache={tmp_path / 'labels-b'}, lea.cache_key={key_a}]}}\n")
     cells = {name: cfg for name, _, cfg in load_grid(grid_file).cells}
 
     def finished(run_dir, labels_dir, key):  # a finished run, made by hand, that read the labels of labels_dir
         cfg = cells["b"].model_copy(deep=True)
         cfg.lea.cache = str(labels_dir)
         cfg.save(run_dir / "config.yaml")
-        (run_dir / "metrics.json").write_text("{}")
+        (run_dir / "metrics.json").write_text('{"test": {"ndcg@10": 0.1}}')
         (run_dir / "le_cache.json").write_text(json.dumps({"key": key, "labels": str(labels_dir / "label")}))
 
     finished(other / "snqn-a", tmp_path / "labels-a", key_a)  # another grid's run on labels-a
@@ -275,5 +277,13 @@ def test_runs_on_the_same_labels_elsewhere_are_reused_and_not_stale(tmp_path, mo
     assert main(["grid", "--config", str(grid_file), "--dry-run", "--reuse", str(other)]) == 0
     lines = capsys.readouterr().out.splitlines()
     status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
-    assert status == {"b": "reuse", "b2": "finished", "b3": "stale", "c": "new"}
-    assert any(key_c in line and key_a in line for line in lines if " b3 " in line + " ")
+    assert status == {"b": "reuse", "b2": "finished", "b3": "stale", "c": "new", "p": "reuse"}
+    assert any(f"LE labels: trained on {key_c}, lea.cache now holds {key_a}" in line for line in lines if " b3 " in line)
+    # the copy names this grid's labels, and is this cell's finished run from then on
+    assert main(["grid", "--config", str(grid_file), "--only", "variant=p", "--reuse", str(other)]) == 0
+    copied = load_config(out / "p" / "config.yaml")
+    assert (copied.lea.cache, copied.lea.cache_key) == (str(tmp_path / "labels-b"), key_a)
+    assert (out / "p" / "metrics.json").read_text() == (other / "snqn-a" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(["grid", "--config", str(grid_file), "--dry-run", "--only", "variant=p"]) == 0
+    assert "finished p" in " ".join(capsys.readouterr().out.split())

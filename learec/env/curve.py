@@ -55,7 +55,7 @@ def plot_curve(curve: dict[str, Any], path: Path) -> None:
     if curve.get("popularity_ndcg@10") is not None:
         ax.axhline(curve["popularity_ndcg@10"], color="#999999", linestyle="--", label="popularity (same points)")
     ax.set_xlabel("LE training step")
-    ax.set_ylabel("NDCG@10 (validation, full ranking)")
+    ax.set_ylabel("state NDCG@10 (held-out users, full ranking)")
     users = curve.get("users")
     whose = "training users outside the LE's subset" if curve.get("select_on") == "train" else "validation users"
     ax.set_title(f"LE learning curve{f' ({users} {whose})' if users else ''}")

@@ -215,6 +215,10 @@ class LERun:
         if train.select_on == "train":
             le_users = subset_users(self.data.train.user, train.user_fraction, self.cfg.le.seed)
             others = np.setdiff1d(np.unique(np.asarray(self.data.train.user)), le_users)
+            if not len(others):  # a fraction that rounds to every user of a small log
+                raise UserError(f"le.train.select_on=train: le.train.user_fraction={train.user_fraction} puts all "
+                                f"{len(le_users)} training users in the LE's subset, none is left to select on",
+                                "lower le.train.user_fraction, or use le.train.select_on=val")
             return np.sort(rng.choice(others, size=min(train.eval_users, len(others)), replace=False))
         users = np.unique(np.asarray(self.data.val.user))
         return np.sort(rng.choice(users, size=min(train.eval_users, len(users) // 2), replace=False))

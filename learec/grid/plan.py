@@ -91,11 +91,16 @@ def finished_runs(dirs: list[Path]) -> dict[str, Path]:
 def folder_differences(cfg: Config, run_dir: Path) -> list[str]:
     """How the run in ``run_dir`` differs from ``cfg``. Where both name the key of their LE labels (a run
     records it once it starts training), the key stands for the labels, not where they lie: a run copied
-    from another grid on the same labels is this cell's run; one trained on other labels is not."""
+    from another grid on the same labels is this cell's run; one trained on other labels is not, and is
+    said so."""
     labels, used = cell_labels_key(cfg), run_labels_key(run_dir)
     if labels is None or used is None:
         labels = used = None
-    return config_differences(comparable(cfg, labels), comparable(load_config(run_dir / "config.yaml"), used))
+    differences = config_differences(comparable(cfg, labels), comparable(load_config(run_dir / "config.yaml"), used))
+    if labels != used:
+        differences = [d for d in differences if not d.startswith("lea.cache_key:")]
+        differences.append(f"LE labels: trained on {used}, lea.cache now holds {labels} (relabelled since)")
+    return differences
 
 
 def run_config(cfg: Config, threads: int | None, workers: int) -> Config:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from learec.config import Config, load_config
 from learec.data.prepared import prepare
 from learec.errors import UserError
 from learec.grid.cells import Grid, load_grid
@@ -33,13 +34,19 @@ def _run_cell(run_dir: Path, quiet: bool) -> int:
         return subprocess.run(cmd, stdout=out, stderr=out if quiet else None, env=env).returncode
 
 
-def _copy_run(source: Path, run_dir: Path) -> None:
-    """Copy a finished run into ``run_dir`` all at once: a copy cut short never looks finished."""
+def _copy_run(source: Path, run_dir: Path, cfg: Config | None = None) -> None:
+    """Copy a finished run into ``run_dir`` all at once: a copy cut short never looks finished. A run on LE
+    labels (matched by their key) gets the cell's ``lea.cache``/``lea.cache_key`` in its config, so it
+    names this grid's copy of those labels, not the other grid's."""
     tmp = run_dir.parent / f".reuse-{run_dir.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(source, tmp)
     (tmp / "reused_from.txt").write_text(f"{source.resolve()}\n")
+    if cfg is not None and cfg.lea.enabled:
+        copied = load_config(tmp / "config.yaml")
+        copied.lea = copied.lea.model_copy(update={"cache": cfg.lea.cache, "cache_key": cfg.lea.cache_key})
+        copied.save(tmp / "config.yaml")
     if run_dir.exists():  # an interrupted run of the same config: the finished one replaces it
         shutil.rmtree(run_dir)
     tmp.rename(run_dir)
@@ -75,7 +82,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
             plan.run_dir.rename(aside)
             print(f"{plan.run_dir} was made with another config ({plan.detail}): moved to {aside}")
         if plan.source is not None:
-            _copy_run(plan.source, plan.run_dir)
+            _copy_run(plan.source, plan.run_dir, plan.cfg)
             reused.append(plan.name)
             continue
         if not (plan.run_dir / "config.yaml").is_file():
