@@ -117,7 +117,9 @@ def test_rate_two_sources_split_by_an_le_run(data, tmp_path: Path, capsys: pytes
 
 def test_popularity_labels_are_what_pop_future_rates(data, tmp_path: Path) -> None:
     """The popularity source and pop_future@k leave out the same items (the whole history and the logged
-    action), whatever the state's window: their rates are equal at every k."""
+    action), whatever the state's window: their rates are equal at every k, and equal to a naive count (the
+    users and positions of the transitions do not depend on the window)."""
+    every = list(range(len(data.train)))
     for name, history in (("short", "data.history=2"), ("whole", "data.history=20")):
         label("popularity", tmp_path / name, None, history)
         out = str(tmp_path / f"{name}.json")
@@ -125,6 +127,7 @@ def test_popularity_labels_are_what_pop_future_rates(data, tmp_path: Path) -> No
         rated = json.loads((tmp_path / f"{name}.json").read_text())["runs"][0]
         for k in (1, 2, 3):
             assert rated[f"aug_future@{k}"] == rated[f"pop_future@{k}"], (name, k)
+            assert rated[f"aug_future@{k}"] == pytest.approx(naive_pop_future(data, every, k)), (name, k)
 
 
 def test_rate_labels_split_with_every_user_inside(data, tmp_path: Path) -> None:

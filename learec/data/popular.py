@@ -10,18 +10,13 @@ from learec.data.preprocess import Sequences
 ROWS_PER_BLOCK = 256  # bounds the [rows, head] temporaries of a user with a long sequence
 
 
-def popularity_order(item_counts: np.ndarray) -> np.ndarray:
-    """Item ids from the most to the least counted, ties by item id."""
-    return np.argsort(-np.asarray(item_counts), kind="stable")
-
-
 def popular_unseen(seqs: Sequences, users: np.ndarray, positions: np.ndarray, item_counts: np.ndarray,
                    k: int) -> np.ndarray:
-    """``[rows, k]``: for each (user, position), the ``k`` most popular items (:func:`popularity_order`)
-    that are not among the user's items at or before ``position`` (the history and the action there);
+    """``[rows, k]``: for each (user, position), the ``k`` most popular items (most counted first, ties
+    by item id) that are not among the user's items at or before ``position`` (the history and the action there);
     ``-1`` where fewer such items exist."""
     users, positions = np.asarray(users), np.asarray(positions)
-    order = popularity_order(item_counts)
+    order = np.argsort(-np.asarray(item_counts), kind="stable")
     out = np.full((len(users), k), -1, dtype=np.int64)
     by_user = np.argsort(users, kind="stable")
     cuts = np.flatnonzero(np.diff(users[by_user])) + 1

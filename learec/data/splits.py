@@ -56,6 +56,10 @@ class Transitions:
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def take(self, rows: np.ndarray) -> "Transitions":
+        """The transitions at ``rows`` (copied into memory)."""
+        return Transitions(**{name: np.asarray(arr)[rows] for name, arr in self.arrays().items()})
+
 
 def history_windows(items: np.ndarray, seq_start: np.ndarray, end: np.ndarray, L: int, pad: int
                     ) -> tuple[np.ndarray, np.ndarray]:

@@ -65,14 +65,10 @@ def sample_augmented(model: LEModel, seqs: Sequences, train: Transitions, users:
     return rows, aug
 
 
-def _subset(train: Transitions, rows: np.ndarray) -> Transitions:
-    return Transitions(**{name: np.asarray(arr)[rows] for name, arr in train.arrays().items()})
-
-
 def _figures(seqs: Sequences, train: Transitions, rows: np.ndarray, aug: np.ndarray,
              item_counts: np.ndarray) -> dict[str, Any]:
     return {"transitions": int(len(rows)), "diversity": augmentation_diversity(aug),
-            "quality": augmentation_quality(seqs, _subset(train, rows), aug, item_counts)}
+            "quality": augmentation_quality(seqs, train.take(rows), aug, item_counts)}
 
 
 def augmentation_sample(model: LEModel, seqs: Sequences, train: Transitions, item_counts: np.ndarray, n_users: int,

@@ -33,8 +33,7 @@ FIGURES = ("aug_future", "pop_future", "distinct", "top10_share")
 def _figures(seqs: Sequences, train: Transitions, rows: np.ndarray, aug: np.ndarray, item_counts: np.ndarray,
              ks: tuple[int, ...]) -> dict[str, Any]:
     # all rows: the arrays as they are (memory-mapped), not a copy of every state window
-    subset = train if len(rows) == len(train) else Transitions(
-        **{name: np.asarray(arr)[rows] for name, arr in train.arrays().items()})
+    subset = train if len(rows) == len(train) else train.take(rows)
     quality = augmentation_quality(seqs, subset, aug[rows], item_counts, ks)
     return {"transitions": int(len(rows)), **{k: v for k, v in quality.items() if k != "transitions"},
             **augmentation_diversity(aug[rows], ks)}

@@ -88,12 +88,12 @@ def finished_runs(dirs: list[Path]) -> dict[str, Path]:
     return found
 
 
-def folder_differences(cfg: Config, run_dir: Path) -> list[str]:
+def folder_differences(cfg: Config, run_dir: Path, labels: str | None) -> list[str]:
     """How the run in ``run_dir`` differs from ``cfg``. Where both name the key of their LE labels (a run
     records it once it starts training), the key stands for the labels, not where they lie: a run copied
     from another grid on the same labels is this cell's run; one trained on other labels is not, and is
-    said so."""
-    labels, used = cell_labels_key(cfg), run_labels_key(run_dir)
+    said so. ``labels``: :func:`cell_labels_key` of ``cfg``."""
+    used = run_labels_key(run_dir)
     if labels is None or used is None:
         labels = used = None
     differences = config_differences(comparable(cfg, labels), comparable(load_config(run_dir / "config.yaml"), used))
@@ -124,12 +124,13 @@ def plan_grid(grid: Grid, only: list[str] | None = None, reuse: list[Path] | Non
     for name, _, cell_cfg in select_cells(grid, only or []):
         run_dir = grid.out / name
         cfg = run_config(cell_cfg, threads, workers)
-        source = reusable.get(stable_hash(comparable(cfg, cell_labels_key(cfg))))
+        labels = cell_labels_key(cfg)
+        source = reusable.get(stable_hash(comparable(cfg, labels)))
         if source is not None and source.resolve() == run_dir.resolve():
             source = None
         status, detail = "new", ""
         # A cell folder is named by its axis values only: make sure it holds this grid's experiment.
-        differences = (run_dir / "config.yaml").is_file() and folder_differences(cfg, run_dir)
+        differences = (run_dir / "config.yaml").is_file() and folder_differences(cfg, run_dir, labels)
         if differences:
             status, detail = "stale", ", ".join(differences)
         else:  # what `learec train --resume` will do with the folder
