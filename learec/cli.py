@@ -127,7 +127,8 @@ def cmd_env_report(args: argparse.Namespace) -> None:
     report = env_report(Path(args.run_dir), args.overrides)
     keys = ("state_ndcg@10", "state_hr@10", "pop_ndcg@10", "pop_hr@10", "reward_pairwise_acc", "points", "val_users",
             "state_ndcg@10_le_users", "state_ndcg@10_other_users", "key_mean_cosine", "key_mean_norm",
-            "key_specific_norm", "state_mean_cosine", "augmentation_diversity", "augmentation_sample")
+            "key_specific_norm", "item_bias_pop_spearman", "state_mean_cosine", "augmentation_diversity",
+            "augmentation_sample")
     print(json.dumps({k: report[k] for k in keys if k in report}, indent=2))
     print(f"report: {Path(args.run_dir) / 'le_report.json'} and le_report.png")
 

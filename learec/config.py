@@ -243,8 +243,12 @@ class LEModelConfig(_Strict):
     center_keys: bool = Field(False, description="subtract the mean item key over the catalogue before the cosine")
     item_residual: bool = Field(False, description="add a learned per-item key vector (zero at the start) to "
                                 "item_proj(item token)")
+    item_bias: Literal["none", "zero", "log_popularity"] = Field(
+        "none", description="a learned per-item scalar added to the state model's cosine scores, a popularity "
+        "prior that cosines of centred keys cannot hold, and its start: 'zero', or 'log_popularity' (the log "
+        "training count, centred and scaled so that the state loss starts from popularity's logits)")
 
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"key_bias", "center_keys", "item_residual"})
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"key_bias", "center_keys", "item_residual", "item_bias"})
 
 
 class LETrainConfig(_Strict):

@@ -18,7 +18,7 @@ from learec.config import load_config
 from learec.env.batches import uniform_negatives, unseen_items, user_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
 from learec.env.label import SHARDS, cache_problem, load_label_cache
-from learec.env.model import LEModel, plan_segments, weights_hash
+from learec.env.model import LEModel, log_popularity_prior, plan_segments, weights_hash
 from learec.env.packed import decoder_of
 from learec.env.report import le_quality, mean_pairwise_cosine
 from learec.env.run import LERun
@@ -637,3 +637,81 @@ def test_le_selection_on_training_users_outside_the_subset_leaves_every_validati
                                                      f"le.train.user_fraction={1 - 0.4 / n_train}"))
     with pytest.raises(UserError, match="none is left to select on"):
         almost.selection_users()
+
+
+def test_item_bias_enters_the_state_loss_and_the_augmented_candidates(le_data_dir: Path, tmp_path: Path) -> None:
+    # le.model.item_bias: score = cos(state, key) + bias[item]; the loss divides it by the temperature
+    from learec.env.label import label_rows
+    from learec.env.train import LELoss, le_batch
+
+    cfg = smoke_config("le.model.item_bias=zero", "le.train.state_negatives=0", "le.label.aug_candidates=1",
+                       "le.label.aug_k=1")
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    assert "item_bias" in dict(model.named_parameters()) and not model.item_bias.any()  # zero at the start
+    plain = LEModel(copy.deepcopy(lm), tokenizer, model.item_tokens, smoke_config().le.model)
+    assert not hasattr(plain, "item_bias")  # a default LE keeps exactly the weights (and hash) it had
+    with torch.no_grad():
+        model.item_bias.copy_(torch.randn(run.data.n_items))
+    seqs = run.data.sequences
+    rows = [user_items(seqs, u)[:6] for u in range(3)]
+    batch = le_batch(rows, rows, cfg.le.train, np.random.default_rng(0), run.data.n_items, model.device)
+    with torch.no_grad():
+        loss = LELoss(model, cfg.le.train, run.data.n_items)(*batch)["state_loss"]
+        states = model.states(model.state_hidden(model(*batch[:4]))[:, :-1])
+        keys = torch.nn.functional.normalize(model.item_keys(), dim=-1)
+        naive = []
+        for b, row in enumerate(rows):
+            for t, item in enumerate(row):
+                cos = keys @ torch.nn.functional.normalize(states[b, t], dim=-1)
+                logits = (cos + model.item_bias) / cfg.le.train.temperature
+                naive.append(torch.logsumexp(logits, 0) - logits[int(item)])
+    assert torch.allclose(loss, torch.stack(naive).mean(), atol=1e-5)
+
+    # a bias far above every cosine makes its item the one augmented action wherever the user has not seen it
+    favourite = 7
+    with torch.no_grad():
+        model.item_bias.zero_()
+        model.item_bias[favourite] = 100.0
+    segments = [plan_segments(u, np.arange(1, len(user_items(seqs, u))), 64)[0] for u in range(6)]
+    targets = [np.arange(s.first, s.end) for s in segments]
+    with torch.no_grad():
+        labels = label_rows(model, seqs, segments, targets, [np.zeros((len(t), 0), np.int64) for t in targets],
+                            cfg.le.label)
+    for seg, t, res in zip(segments, targets, labels):
+        seen = [favourite in user_items(seqs, seg.user)[: pos + 1] for pos in t]
+        assert [item == favourite for item in res["aug_items"][:, 0]] == [not s for s in seen]
+
+
+def test_item_bias_learns_the_popularity_of_the_le_users_items(le_data_dir: Path, tmp_path: Path) -> None:
+    from scipy.stats import spearmanr
+
+    cfg = smoke_config("le.model.item_bias=zero", "le.train.epochs=3", "le.train.user_fraction=1.0")
+    run = LERun(tmp_path / "run", cfg)
+    model = run.model(train=True)
+    seqs = run.data.sequences
+    counts = np.bincount(np.concatenate([user_items(seqs, u) for u in range(seqs.n_users)]), minlength=seqs.n_items)
+    rho = spearmanr(model.item_bias.detach().cpu().numpy(), counts).statistic
+    assert rho > 0.5, rho  # measured 0.73
+
+
+def test_log_popularity_item_bias_starts_the_state_logits_at_log_popularity(le_data_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    cfg = smoke_config("le.model.item_bias=log_popularity", "le.train.learn_temperature=true",
+                       "le.train.temperature=0.2")
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    emb, _ = run.item_tokens()
+    counts = run.data.split.item_counts  # training interactions only
+    prior = log_popularity_prior(counts, cfg.le.train.temperature)
+    model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model, learned_temperature=0.2, item_prior=prior)
+    logits = model.item_bias.detach() / float(model.temperature(0.2))
+    naive = np.log1p(counts) - np.log1p(counts).mean()
+    np.testing.assert_allclose(logits.cpu().numpy(), naive, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="item_prior"):
+        LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+    # the LE run passes that start: its trained bias is the prior moved by training, not a zero start
+    trained = run.model(train=True)
+    assert np.corrcoef(trained.item_bias.detach().cpu().numpy(), prior.numpy())[0, 1] > 0.9

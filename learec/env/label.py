@@ -251,7 +251,7 @@ def label_rows(model: LEModel, seqs: Sequences, segments: list[Segment], targets
         res = {"state": states.cpu().numpy(), "reward": rewards.cpu().numpy(),
                "neg_rewards": neg_rewards.cpu().numpy()}
         if cfg.aug_k and cfg.aug_candidates:
-            sims = model.similarity(states, keys)  # [n_t, N]
+            sims = model.scores(states, keys)  # [n_t, N]
             history = user_items(seqs, seg.user)
             for j, pos in enumerate(seg.start + h):
                 sims[j, torch.as_tensor(history[: pos + 1], device=model.device)] = float("-inf")

@@ -7,7 +7,8 @@ reward input of the logged action ``x_j`` given the items before it. A candidate
 sits at position ``P + h`` and sees the prompt and those ``h`` items only (docs/design.md §2).
 
 - state model: ``s = state_proj(hidden)``, compared by cosine with item keys ``item_proj(item token)``
-  (options against collapsed keys: no bias, a learned per-item residual, keys centred on their mean);
+  (options against collapsed keys: no bias, a learned per-item residual, keys centred on their mean; and a
+  learned per-item score bias, a popularity prior);
 - reward model: ``r = reward_head(hidden)`` at the action's token.
 """
 
@@ -72,7 +73,8 @@ class LEModel(nn.Module):
     """LM (+LoRA) + item tokens + state projection + reward head; see the module docstring for the layout."""
 
     def __init__(self, lm: Any, tokenizer: Any, item_tokens: Tensor, cfg: LEModelConfig, lora: bool = True,
-                 learned_temperature: float | None = None, tune_tokens: bool = False):
+                 learned_temperature: float | None = None, tune_tokens: bool = False,
+                 item_prior: Tensor | None = None):
         super().__init__()
         for p in lm.parameters():
             p.requires_grad_(False)
@@ -101,6 +103,11 @@ class LEModel(nn.Module):
         # optional parameters exist only when set, so a default LE has exactly the weights (and hash) it had
         if cfg.item_residual:  # zero at the start: keys begin as item_proj(item token)
             self.item_residual = nn.Parameter(torch.zeros(len(item_tokens), cfg.state_dim, device=device))
+        if cfg.item_bias != "none":  # 'zero': scores begin as the cosines alone; else ``item_prior``
+            if cfg.item_bias == "log_popularity" and item_prior is None:
+                raise ValueError("le.model.item_bias=log_popularity starts from item_prior: pass it")
+            start = torch.zeros(len(item_tokens)) if cfg.item_bias == "zero" else torch.as_tensor(item_prior)
+            self.item_bias = nn.Parameter(start.to(device=device, dtype=torch.float32).clone())
         if learned_temperature is not None:
             self.log_temperature = nn.Parameter(torch.tensor(float(learned_temperature), device=device).log())
         self.cfg = cfg
@@ -114,7 +121,7 @@ class LEModel(nn.Module):
         return int(self.prompt_ids.numel())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        extra = [getattr(self, name) for name in ("item_residual", "log_temperature") if hasattr(self, name)]
+        extra = [getattr(self, name) for name in ("item_residual", "item_bias", "log_temperature") if hasattr(self, name)]
         return [*self.state_proj.parameters(), *self.item_proj.parameters(), *self.reward_head.parameters(), *extra]
 
     def temperature(self, fixed: float) -> Tensor | float:
@@ -163,6 +170,15 @@ class LEModel(nn.Module):
             keys = keys - keys.mean(0, keepdim=True)
         return keys
 
+    def scores(self, states: Tensor, keys: Tensor, items: Tensor | None = None) -> Tensor:
+        """The state model's item scores (the state loss divides them by the temperature): the cosine of
+        ``states [..., d]`` with every key (``items=None``: ``[..., n_items]``) or with ``keys[items]`` for
+        ``items [..., K]``, plus the item's learned bias when ``item_bias`` is set."""
+        sims = self.similarity(states, keys if items is None else keys[items])
+        if not hasattr(self, "item_bias"):
+            return sims
+        return sims + (self.item_bias if items is None else self.item_bias[items])
+
     def rewards(self, hidden: Tensor) -> Tensor:
         return self.reward_head(hidden.float()).squeeze(-1)
 
@@ -199,6 +215,13 @@ class LEModel(nn.Module):
             raise UserError(f"{directory / 'heads.pt'} does not fit this LE ({error_summary(err)})", hint) from None
         if missing:  # e.g. tuned item tokens: without them the LE would silently read the untuned ones
             raise UserError(f"{directory / 'heads.pt'} lacks {', '.join(missing)} of this LE", hint)
+
+
+def log_popularity_prior(item_counts: np.ndarray, temperature: float) -> Tensor:
+    """The start of ``le.model.item_bias=log_popularity`` in cosine units: ``temperature * (log(1 + count) -
+    mean)``, so that the state loss's logits ``(cos + bias) / temperature`` start with log popularity."""
+    log_counts = np.log1p(np.asarray(item_counts, dtype=np.float64))
+    return torch.as_tensor(temperature * (log_counts - log_counts.mean()), dtype=torch.float32)
 
 
 def weights_hash(model: LEModel) -> str:

@@ -1,7 +1,8 @@
 """LE quality on held-out validation users: the state model as a recommender, the reward model's accuracy.
 
-- ``state_ndcg@10`` / ``state_hr@10``: full ranking of all items by ``cos(LE state, item key)`` at every
-  validation prediction point, beside popularity (``pop_*``) on the same points;
+- ``state_ndcg@10`` / ``state_hr@10``: full ranking of all items by ``cos(LE state, item key)`` (plus the
+  item's learned bias with ``le.model.item_bias``; then ``item_bias_pop_spearman`` says how far that bias
+  follows the training counts) at every validation prediction point, beside popularity (``pop_*``) on the same points;
 - ``reward_pairwise_acc``: how often the logged next item gets a higher reward than a random item the
   user never interacted with (0.5 = chance), with both reward distributions (plotted);
 - ``augmentation``: from the labelling cache, how often an augmented action of a training transition is
@@ -122,7 +123,7 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet | Transitions, item
             h = torch.as_tensor(hists[b], device=model.device)
             targets = torch.as_tensor(user_items(seqs, seg.user)[pos], device=model.device)
             states = model.states(state_hidden[b, h])
-            scores = model.similarity(states, keys)
+            scores = model.scores(states, keys)
             if len(pos):  # segments come in order: the last one written is the user's last point
                 last_states[seg.user] = states[-1].cpu()
             point_user.append(np.full(len(pos), seg.user))
@@ -141,6 +142,12 @@ def le_quality(model: LEModel, seqs: Sequences, val: EvalSet | Transitions, item
     inside = np.isin(np.concatenate(point_user), np.asarray([] if le_users is None else le_users, dtype=np.int64))
     metrics.update(ndcg_split(s_ranks, inside))
     metrics.update(key_spread(keys, seed=seed))
+    if hasattr(model, "item_bias"):  # how much of the learned item bias is popularity
+        from scipy.stats import spearmanr
+
+        bias = model.item_bias.detach().float().cpu().numpy()
+        metrics["item_bias_pop_spearman"] = float(spearmanr(bias, np.asarray(item_counts)).statistic)
+        metrics["item_bias_std"] = float(bias.std())
     metrics["state_mean_cosine"] = mean_pairwise_cosine(torch.stack(list(last_states.values())))
     metrics["reward_pairwise_acc"] = float((pos_r > neg_r).mean())
     metrics["reward_positive"] = {"mean": float(pos_r.mean()), "std": float(pos_r.std())}

@@ -48,7 +48,7 @@ from learec.env.curve import write_curve
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
 from learec.env.label import LabelCache, label_transitions, load_label_cache
-from learec.env.model import LEModel, load_le_lm, weights_hash
+from learec.env.model import LEModel, load_le_lm, log_popularity_prior, weights_hash
 from learec.env.report import (augmentation_diversity, augmentation_quality, le_quality, plot_quality,
                                popularity_ndcg, token_shift)
 from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, negatives,
@@ -165,9 +165,12 @@ class LERun:
         lm, tokenizer = self.lm()
         torch.manual_seed(self.cfg.le.seed)  # LoRA and head initialisation
         train_cfg = self.cfg.le.train
+        prior = (log_popularity_prior(self.data.split.item_counts, train_cfg.temperature)
+                 if self.cfg.le.model.item_bias == "log_popularity" else None)  # training counts only
         model = LEModel(lm, tokenizer, emb, self.cfg.le.model,
                         learned_temperature=train_cfg.temperature if train_cfg.learn_temperature else None,
-                        tune_tokens=train_cfg.token_lr > 0)  # tuned tokens then load from le/ with the heads
+                        tune_tokens=train_cfg.token_lr > 0,  # tuned tokens then load from le/ with the heads
+                        item_prior=prior)
         le_dir = self.run_dir / "le"
         done, train_state = LE_TRAINING.outputs(self.run_dir)
         key = LE_TRAINING.key(self.cfg, self.data)

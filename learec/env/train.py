@@ -3,8 +3,9 @@
 Each epoch takes one random window of ``le.model.window`` items from every user of the subset. In one
 packed pass per batch of windows:
 
-- state loss: sampled softmax over ``cos(state after h items, item key) / temperature`` with the next
-  item ``x_h`` as positive and ``K`` uniform negatives (never the positive);
+- state loss: sampled softmax over ``cos(state after h items, item key) / temperature`` (plus the item's
+  learned bias, ``le.model.item_bias``) with the next item ``x_h`` as positive and ``K`` uniform negatives
+  (never the positive);
 - reward loss: Bradley–Terry ``-log σ(r(x_h) - r(a⁻))`` at ``reward_positions`` random positions, where
   ``a⁻`` is an item the user never interacted with, appended as a candidate that sees the same ``h`` items.
 
@@ -102,11 +103,11 @@ class LELoss(nn.Module):
         keys = model.item_keys()
         temperature = model.temperature(cfg.temperature)
         if cfg.state_negatives == 0:  # every item competes, as in full-ranking evaluation
-            logits = model.similarity(states[valid], keys) / temperature
+            logits = model.scores(states[valid], keys) / temperature
             state_loss = F.cross_entropy(logits, positives[valid])
         else:  # the positive (column 0) against K sampled negatives
             cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
-            logits = model.similarity(states, keys[cand]) / temperature
+            logits = model.scores(states, keys, cand) / temperature
             state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
                                                                     device=model.device))
 
