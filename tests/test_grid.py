@@ -287,3 +287,32 @@ def test_runs_on_the_same_labels_elsewhere_are_reused_and_not_stale(tmp_path, mo
     capsys.readouterr()
     assert main(["grid", "--config", str(grid_file), "--dry-run", "--only", "variant=p"]) == 0
     assert "finished p" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_pipeline_run_without_le_cache_json_is_matched_by_the_key_in_its_config(tmp_path, monkeypatch, capsys):
+    """Runs made before runs wrote le_cache.json: a pipeline run's config pins its labels' key (training refused
+    labels with another), so it still counts as a run on those labels, wherever they lay."""
+    _synthetic_base(tmp_path, monkeypatch, "gru4rec", n_users=40)
+    key_a = _label_manifest(tmp_path / "labels-a", "same")
+    assert _label_manifest(tmp_path / "labels-b", "same") == key_a
+    key_c = _label_manifest(tmp_path / "labels-c", "other")
+    aug = "objective=snqn, lea.augment=true, lea.augment_k=1"
+    grid_file, out, other = tmp_path / "grid.yaml", tmp_path / "out", tmp_path / "other"
+    grid_file.write_text(f"base: base.yaml\nout: {out}\naxes: {{variant: [b, c]}}\n"
+                         f"variants: {{b: [{aug}, lea.cache={tmp_path / 'labels-b'}],"
+                         f" c: [{aug}, lea.cache={tmp_path / 'labels-c'}]}}\n")
+    cells = {name: cfg for name, _, cfg in load_grid(grid_file).cells}
+    old = cells["b"].model_copy(deep=True)  # an old pipeline run on labels-a, with no le_cache.json
+    old.lea.cache, old.lea.cache_key = str(tmp_path / "labels-a"), key_a
+    old.save(other / "b" / "config.yaml")
+    (other / "b" / "metrics.json").write_text('{"test": {"ndcg@10": 0.1}}')
+    stale = old.model_copy(deep=True)  # this grid's c folder, trained on labels-c before they were remade
+    stale.lea.cache, stale.lea.cache_key = str(tmp_path / "labels-c"), "remade-since"
+    stale.save(out / "c" / "config.yaml")
+    (out / "c" / "metrics.json").write_text('{"test": {"ndcg@10": 0.1}}')
+    capsys.readouterr()
+    assert main(["grid", "--config", str(grid_file), "--dry-run", "--reuse", str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
+    assert status == {"b": "reuse", "c": "stale"}
+    assert any(f"LE labels: trained on remade-since, lea.cache now holds {key_c}" in line for line in lines)

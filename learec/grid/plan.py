@@ -62,12 +62,13 @@ def cell_labels_key(cfg: Config) -> str | None:
     return cfg.lea.cache_key or (manifest_labels_key(Path(cfg.lea.cache) / "label") if cfg.lea.cache else None)
 
 
-def run_labels_key(run: Path) -> str | None:
-    """The key of the LE labels a run was trained on (its ``le_cache.json``), or None."""
+def run_labels_key(run: Path, cfg: Config) -> str | None:
+    """The key of the LE labels a run was trained on: its ``le_cache.json``, or for runs made before runs
+    wrote that file, the ``lea.cache_key`` of its config (training refused labels with another key); or None."""
     try:
         return str(json.loads((run / "le_cache.json").read_text())["key"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return cfg.lea.cache_key
 
 
 def finished_runs(dirs: list[Path]) -> dict[str, Path]:
@@ -83,7 +84,7 @@ def finished_runs(dirs: list[Path]) -> dict[str, Path]:
                 except (UserError, ValueError) as err:  # e.g. a run of an older config schema
                     print(f"--reuse: skipping {run} (its config does not load: {str(err).splitlines()[0]})")
                     continue
-                labels = run_labels_key(run) if cfg.lea.enabled else None
+                labels = run_labels_key(run, cfg) if cfg.lea.enabled else None
                 found.setdefault(stable_hash(comparable(cfg, labels)), run)
     return found
 
@@ -93,10 +94,11 @@ def folder_differences(cfg: Config, run_dir: Path, labels: str | None) -> list[s
     records it once it starts training), the key stands for the labels, not where they lie: a run copied
     from another grid on the same labels is this cell's run; one trained on other labels is not, and is
     said so. ``labels``: :func:`cell_labels_key` of ``cfg``."""
-    used = run_labels_key(run_dir)
+    run_cfg = load_config(run_dir / "config.yaml")
+    used = run_labels_key(run_dir, run_cfg)
     if labels is None or used is None:
         labels = used = None
-    differences = config_differences(comparable(cfg, labels), comparable(load_config(run_dir / "config.yaml"), used))
+    differences = config_differences(comparable(cfg, labels), comparable(run_cfg, used))
     if labels != used:
         differences = [d for d in differences if not d.startswith("lea.cache_key:")]
         differences.append(f"LE labels: trained on {used}, lea.cache now holds {labels} (relabelled since)")
