@@ -119,7 +119,10 @@ def test_source_cells_read_their_labels_and_a_relabelled_source_makes_only_them_
     assert load_config(root / "oracle" / "config.yaml").le.label.seed == 1  # the pipeline file is the record
     plans = {p.name: p for p in plan_grid(with_le_cache(grid, le_run, "le-key", relabelled))}
     assert {name for name, p in plans.items() if p.status == "stale"} == SOURCE_CELLS
-    assert all("lea.cache_key" in plans[name].detail for name in SOURCE_CELLS)
+    for name in SOURCE_CELLS:  # the pinned key names the labels a run was made on: said as such
+        source = plans[name].cfg.lea.cache.rsplit("/", 1)[-1]
+        assert (f"LE labels: trained on {labelled[source][1]}, lea.cache now holds {relabelled[source][1]}"
+                in plans[name].detail), plans[name].detail
     assert plans["snqn-seed0"].status == plans["snqn+lea-seed0"].status == "new"
     # the same settings again give the same labels: nothing stale
     again = label_sources(grid_sources(grid), le_cfg, root)
