@@ -121,7 +121,8 @@ class LEModel(nn.Module):
         return int(self.prompt_ids.numel())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        extra = [getattr(self, name) for name in ("item_residual", "item_bias", "log_temperature") if hasattr(self, name)]
+        optional = ("item_residual", "item_bias", "log_temperature")
+        extra = [getattr(self, name) for name in optional if hasattr(self, name)]
         return [*self.state_proj.parameters(), *self.item_proj.parameters(), *self.reward_head.parameters(), *extra]
 
     def temperature(self, fixed: float) -> Tensor | float:

@@ -3,8 +3,8 @@
 Each epoch takes one random window of ``le.model.window`` items from every user of the subset. In one
 packed pass per batch of windows:
 
-- state loss: sampled softmax over ``cos(state after h items, item key) / temperature`` (plus the item's
-  learned bias, ``le.model.item_bias``) with the next item ``x_h`` as positive and ``K`` uniform negatives
+- state loss: sampled softmax over ``(cos(state after h items, item key) [+ the item's learned bias,
+  le.model.item_bias]) / temperature`` with the next item ``x_h`` as positive and ``K`` uniform negatives
   (never the positive);
 - reward loss: Bradley–Terry ``-log σ(r(x_h) - r(a⁻))`` at ``reward_positions`` random positions, where
   ``a⁻`` is an item the user never interacted with, appended as a candidate that sees the same ``h`` items.
