@@ -174,7 +174,7 @@ class LEModel(nn.Module):
     def scores(self, states: Tensor, keys: Tensor, items: Tensor | None = None) -> Tensor:
         """The state model's item scores (the state loss divides them by the temperature): the cosine of
         ``states [..., d]`` with every key (``items=None``: ``[..., n_items]``) or with ``keys[items]`` for
-        ``items [..., K]``, plus the item's learned bias when ``item_bias`` is set."""
+        ``items [..., K]``, plus the item's learned bias when ``le.model.item_bias`` is on."""
         sims = self.similarity(states, keys if items is None else keys[items])
         if not hasattr(self, "item_bias"):
             return sims
