@@ -257,6 +257,10 @@ class LETrainConfig(_Strict):
     user_fraction: float = Field(0.1, gt=0, le=1, description="share of training users the LE is trained on")
     epochs: int = Field(5, ge=0, description="passes over the subset, one random window per user each")
     lr: float = Field(0.001, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="with steps: 'cosine' = a linear warm-up over warmup_steps, then a cosine decay "
+        "of every learning rate (lr, token_lr) to 0 at the end of the budget")
+    warmup_steps: int = Field(0, ge=0, description="with lr_schedule=cosine: steps of linear warm-up from 0")
     batch_users: int = Field(8, ge=1)
     state_negatives: int = Field(64, ge=0, description="K sampled negatives of the sampled-softmax state loss; 0 = a "
                                  "full softmax over every item (what full-ranking evaluation measures)")
@@ -285,10 +289,15 @@ class LETrainConfig(_Strict):
 
     keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
                                                           "eval_every", "eval_users", "token_lr", "patience",
-                                                          "select_on"})
+                                                          "select_on", "lr_schedule", "warmup_steps"})
 
     @model_validator(mode="after")
     def _patience_needs_checks(self) -> "LETrainConfig":
+        if self.lr_schedule != "constant" and not self.steps:
+            raise ValueError("le.train.lr_schedule decays over the step budget: it needs le.train.steps")
+        if self.warmup_steps and (self.lr_schedule == "constant" or self.warmup_steps >= self.steps):
+            raise ValueError("le.train.warmup_steps needs le.train.lr_schedule=cosine and fewer warm-up steps "
+                             "than le.train.steps")
         if self.patience and not (self.steps and self.eval_every):
             raise ValueError("le.train.patience counts validation checks: it needs le.train.steps and "
                              "le.train.eval_every")

@@ -23,7 +23,7 @@ from learec.env.packed import decoder_of
 from learec.env.report import le_quality, mean_pairwise_cosine
 from learec.env.run import LERun
 from learec.env.stages import ITEM_TOKENS, LE_TRAINING
-from learec.env.train import subset_users, train_le_model
+from learec.env.train import lr_factor, subset_users, train_le_model
 from learec.errors import UserError
 
 SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
@@ -505,6 +505,69 @@ def test_le_step_budget_resumes_and_keeps_the_best_weights(le_data_dir: Path, tm
     assert resumed_history == history
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_cosine_lr_schedule_warms_up_decays_to_zero_and_a_killed_run_resumes_on_it(le_data_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    cfg = smoke_config(*STEP_OPTIONS, "le.train.lr_schedule=cosine", "le.train.warmup_steps=2", "le.train.lr=0.01")
+    train_cfg = cfg.le.train
+    # by hand: warm-up 1/2, 2/2, then 0.5·(1 + cos(π·i/4)) for i = 0..3
+    expected = [0.5, 1.0, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]
+    np.testing.assert_allclose([lr_factor(s, train_cfg) for s in range(6)], expected)
+    assert lr_factor(5, smoke_config(*STEP_OPTIONS).le.train) == 1.0  # constant by default
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+    seen_lrs: list[float] = []
+
+    class Killed(Exception):
+        pass
+
+    def trained(out: Path, kill_at: int | None) -> dict[str, torch.Tensor]:
+        kills = [kill_at]
+
+        def steps(it, desc: str):  # the progress hook: records the rate each step ran at, "kills" once at kill_at
+            for step in it:
+                if step == kills[0]:
+                    kills[0] = None
+                    raise Killed
+                yield step
+                seen_lrs.append(optimizer_of[0].param_groups[0]["lr"])
+
+        torch.manual_seed(0)
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        try:
+            train_le_model(model, run.data.sequences, users, train_cfg, cfg.le.model.window, out, seed=0,
+                           validate=lambda m: 0.5, progress=steps)
+        except Killed:
+            torch.manual_seed(0)
+            model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+            train_le_model(model, run.data.sequences, users, train_cfg, cfg.le.model.window, out, seed=0,
+                           validate=lambda m: 0.5, progress=steps)
+        return {k: v.clone() for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
+
+    optimizer_of: list[torch.optim.Optimizer] = []
+    original_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):  # remembers the optimiser the training loop steps
+        if not optimizer_of or optimizer_of[0] is not self:
+            optimizer_of[:] = [self]
+        return original_step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", spy)
+        straight = trained(tmp_path / "a", None)
+        np.testing.assert_allclose(seen_lrs, [0.01 * f for f in expected])
+        seen_lrs.clear()
+        resumed = trained(tmp_path / "b", kill_at=4)  # killed after the checkpoint of step 4
+    np.testing.assert_allclose(seen_lrs, [0.01 * f for f in expected])  # steps 1-4, then 5-6 after the resume
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+    with pytest.raises(UserError, match="lr_schedule decays over the step budget"):
+        smoke_config("le.train.lr_schedule=cosine")
+    with pytest.raises(UserError, match="warmup_steps needs"):
+        smoke_config(*STEP_OPTIONS, "le.train.warmup_steps=2")
 
 
 def test_le_patience_stops_after_checks_without_improvement_and_a_rerun_stays_stopped(le_data_dir: Path,

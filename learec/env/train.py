@@ -12,7 +12,9 @@ packed pass per batch of windows:
 With ``le.train.steps`` a step budget replaces the epochs: each step draws ``batch_users`` users and
 ``windows_per_user`` windows of each from a per-step RNG; every ``eval_every`` steps a validation callback
 (state NDCG@10) is asked and the best weights are kept, in memory and in the checkpoint, and restored at
-the end. That mode runs in one process only (not under ``torchrun``).
+the end. ``lr_schedule=cosine`` warms every learning rate up over ``warmup_steps`` and decays it to 0 at
+the end of the budget (at a constant rate the late validation checks swing from one to the next).
+That mode runs in one process only (not under ``torchrun``).
 
 With ``le.train.token_lr`` the item tokens train too, as a second Adam parameter group at that rate; they
 are then part of the LE's weights (checkpoint, ``heads.pt``, weights hash).
@@ -30,6 +32,7 @@ the same epochs with the same number of ranks). Rank 0 alone writes the checkpoi
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,6 +160,17 @@ def _optimizer(model: LEModel, cfg: LETrainConfig) -> torch.optim.Optimizer:
 STEP_STREAM = 7919  # seeds the per-step RNG of le.train.steps apart from the per-epoch ones
 
 
+def lr_factor(step: int, cfg: LETrainConfig) -> float:
+    """The multiplier of every learning rate at 0-based ``step`` of a step budget. A pure function of the
+    step (no scheduler state), so a resumed run follows the uninterrupted run's schedule."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _trainable(model: LEModel) -> dict[str, Tensor]:
     """The weights a checkpoint holds: adapters and heads, and the item tokens when tuned (the LM never
     changes; untuned item tokens are a buffer outside the state dict)."""
@@ -259,6 +273,7 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
     weights, best metric)). A record (mean losses since the last one, the validation metric) and a
     checkpoint every ``eval_every`` steps (else every ``steps // 10``) and at the end."""
     history, start, (best, best_metric) = resumed
+    base_lrs = [cfg.lr] + ([cfg.token_lr] if len(optimizer.param_groups) > 1 else [])
     every = cfg.eval_every or max(1, cfg.steps // 10)
     loss_fn = LELoss(model, cfg, n_items)
     sums: dict[str, float] = {}
@@ -275,6 +290,8 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
         losses = loss_fn(*le_batch(rows, [sequences[int(u)] for u in rows_of], cfg, rng, n_items, model.device))
         optimizer.zero_grad()
         losses["loss"].backward()
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(step, cfg)
         optimizer.step()
         sums = {name: sums.get(name, 0.0) + value.item() for name, value in losses.items()}
         count += 1
