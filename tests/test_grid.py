@@ -191,6 +191,25 @@ def test_grid_file_keys_are_checked(tmp_path, capsys):
             load_grid(grid_file)
 
 
+def test_when_gives_its_overrides_to_the_cells_with_that_axis_value_only(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {epochs: 1, lr: 0.001}\nmodel: {dropout: 0.1}\n")
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("base: base.yaml\naxes: {model.backbone: [gru4rec, sasrec, pop], seed: [0, 1]}\n"
+                         "when:\n  model.backbone:\n    gru4rec: [train.lr=0.003]\n"
+                         "    sasrec: [model.dropout=0.5, train.lr=0.002]\n  seed: {1: [train.epochs=2]}\n")
+    got = {c.name: (c.cfg.train.lr, c.cfg.model.dropout, c.cfg.train.epochs) for c in load_grid(grid_file).cells}
+    assert got == {"gru4rec-seed0": (0.003, 0.1, 1), "gru4rec-seed1": (0.003, 0.1, 2),
+                   "sasrec-seed0": (0.002, 0.5, 1), "sasrec-seed1": (0.002, 0.5, 2),
+                   "pop-seed0": (0.001, 0.1, 1), "pop-seed1": (0.001, 0.1, 2)}
+    head = "base: base.yaml\naxes: {model.backbone: [gru4rec], seed: [0]}\n"
+    for when, message in (("{objective: {ce: [train.lr=0.1]}}", "'objective', which is not an axis"),
+                          ("{model.backbone: {caser: [train.lr=0.1]}}", r"\['caser'\], which are not values"),
+                          ("{model.backbone: {gru4rec: [seed=3]}}", r"sets \['seed'\], which are axes")):
+        grid_file.write_text(head + f"when: {when}\n")
+        with pytest.raises(UserError, match=message):
+            load_grid(grid_file)
+
+
 def test_plan_changes_no_cell_and_result_neutral_settings_do_not_make_a_run_stale(tmp_path):
     (tmp_path / "base.yaml").write_text("train: {epochs: 1, threads: 2, progress: true}\n")
     grid_file = tmp_path / "grid.yaml"

@@ -48,6 +48,7 @@ def expand_grid(spec: GridSpec, path: Path, extra_set: list[str] | None = None,
         overrides = [*spec.set, *(extra_set or [])]
         for k, v in values.items():
             overrides += variants[str(v)] if k == "variant" else [f"{k}={json.dumps(v)}"]
+            overrides += spec.when.get(k, {}).get(str(v), [])
         cells.append(Cell(cell_name(values), values, load_config(base, overrides)))
     out_dir = Path(out or spec.out or Path("runs") / Path(path).stem)
     return Grid(cells, out_dir, dict(spec.axes), dict(spec.baseline), spec.compare)

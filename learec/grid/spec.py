@@ -36,12 +36,23 @@ class GridSpec(_Strict):
     axes: dict[str, list[Any]] = Field(description="dotted key -> list of values")
     baseline: dict[str, Any] = Field(default_factory=dict, description="axis values each row is tested against")
     variants: dict[str, VariantSpec] = Field(default_factory=dict, description="name -> overrides (or {set, compare})")
+    when: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict, description="axis -> value -> overrides for the cells with that value, e.g. "
+        "hyperparameters tuned per backbone: {model.backbone: {gru4rec: [train.lr=0.003]}}")
 
-    @field_validator("set", "baseline", "variants", mode="before")
+    @field_validator("set", "baseline", "variants", "when", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any, info: Any) -> Any:
         if v is None:
-            return {} if info.field_name in ("baseline", "variants") else []
+            return {} if info.field_name in ("baseline", "variants", "when") else []
+        return v
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _values_are_names(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # YAML reads `0.001:` as a number; cells match a value by its text
+            return {axis: ({str(value): sets for value, sets in by_value.items()} if isinstance(by_value, dict)
+                           else by_value) for axis, by_value in v.items()}
         return v
 
     @field_validator("axes", mode="before")
@@ -71,6 +82,17 @@ class GridSpec(_Strict):
             raise ValueError(f"variant(s) {missing} of the axis are not defined under 'variants'")
         if set(self.baseline) - set(self.axes):
             raise ValueError(f"baseline keys {sorted(set(self.baseline) - set(self.axes))} are not axes")
+        for axis, by_value in self.when.items():
+            if axis not in self.axes:
+                raise ValueError(f"'when' names {axis!r}, which is not an axis")
+            unknown = sorted(set(by_value) - {str(value) for value in self.axes[axis]})
+            if unknown:
+                raise ValueError(f"'when.{axis}' names {unknown}, which are not values of that axis")
+            for sets in by_value.values():
+                clash = sorted({item.split("=", 1)[0].strip() for item in sets} & set(self.axes))
+                if clash:
+                    raise ValueError(f"'when.{axis}' sets {clash}, which are axes: the axis value would be "
+                                     "overwritten in some cells")
         return self
 
     @property
