@@ -130,6 +130,12 @@ def test_scientific_le_and_lea_line_up_with_the_rl_grid(products: Path) -> None:
     for cell in reused:
         key = (cell.values["model.backbone"], cell.values["variant"], cell.values["seed"])
         assert cell.cfg == rl_cells[key], key
+    # the learning rate and dropout chosen per backbone reach the loo grid and the RL grid alike
+    loo = load_grid(CONFIGS / "grid_scientific_loo.yaml", extra_set=[raw])
+    chosen = {c.values["model.backbone"]: (c.cfg.train.lr, c.cfg.model.dropout) for c in loo.cells}
+    assert len({chosen[b] for b in BACKBONES[:4]}) > 1  # not one setting for all
+    for (backbone, _, _), cfg in rl_cells.items():
+        assert (cfg.train.lr, cfg.model.dropout) == chosen[backbone], backbone
     tune = load_grid(CONFIGS / "grid_scientific_tune.yaml", extra_set=[raw])
     per_backbone = [sum(c.values["model.backbone"] == b for c in tune.cells) for b in BACKBONES[:4]]
     assert all(1 < n <= 12 for n in per_backbone) and {c.cfg.seed for c in tune.cells} == {0}
@@ -143,7 +149,7 @@ def test_grid_and_pipeline_dry_runs_take_data_raw(products: Path, capsys: pytest
         assert " new " in capsys.readouterr().out
     assert main(["pipeline", "--config", str(CONFIGS / "lea_scientific.yaml"), "--set", raw, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "item tokens" in out and "oracle" in out and "popularity" in out and "180 runs" in out
+    assert "item tokens" in out and "oracle" in out and "popularity" in out and "140 runs" in out
     assert main(["config", "show", "--config", str(CONFIGS / "scientific_sasrec.yaml"), "--set", raw]) == 0
     assert f"raw: {products}" in capsys.readouterr().out
     assert not (products.parent / "runs").exists()
