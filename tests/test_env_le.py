@@ -778,7 +778,7 @@ def test_log_popularity_item_bias_starts_the_state_logits_at_log_popularity(le_d
     counts = run.data.split.item_counts  # training interactions only
     prior = log_popularity_prior(counts, cfg.le.train.temperature)
     model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model, learned_temperature=0.2, item_prior=prior)
-    logits = model.item_bias.detach() / float(model.temperature(0.2))
+    logits = model.item_bias.detach() / float(model.temperature(0.2).detach())
     naive = np.log1p(counts) - np.log1p(counts).mean()
     np.testing.assert_allclose(logits.cpu().numpy(), naive, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="item_prior"):
