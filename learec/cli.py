@@ -147,6 +147,19 @@ def cmd_env_rate(args: argparse.Namespace) -> None:
         print(f"figures: {args.out}")
 
 
+def cmd_env_compare(args: argparse.Namespace) -> None:
+    from learec.env.compare import compare_row, markdown_table
+    from learec.utils import atomic_write_json
+
+    if args.k < 1:
+        raise UserError(f"--k {args.k}: k must be 1 or more", "e.g. --k 3")
+    rows = [compare_row(Path(d), args.k) for d in args.run_dirs]
+    print(markdown_table(rows, args.k))
+    if args.out:
+        atomic_write_json(Path(args.out), rows)
+        print(f"figures: {args.out}")
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     import yaml
 
@@ -323,6 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], metavar="K", help="the ks (default: 1 3 5)")
     p.add_argument("--out", metavar="FILE.json", help="write every figure (and the split's users) as JSON")
     p.set_defaults(func=cmd_env_rate)
+    p = esub.add_parser("compare", help="the quality reports of several LE runs side by side (e.g. a user-fraction "
+                        "x step-budget study): a Markdown table, and every figure as JSON with --out",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="One row per RUN_DIR, from the files the run holds (nothing loads an LM):\n"
+                        "  LE users           the LE's training users (le.train.user_fraction)\n"
+                        "  steps (best at)    steps run [of the budget, when it stopped early] and the check whose "
+                        "weights it kept\n"
+                        "  selection NDCG@10  the state NDCG@10 of that check, on the users that chose it\n"
+                        "  state NDCG@10      le_report.json: the state model as a recommender on the report's "
+                        "validation users,\n                     against popularity on the same points\n"
+                        "  reward acc.        the reward model's pairwise accuracy on those users\n"
+                        "  key/state cos.     mean pairwise cosine of item keys / of users' states (collapse)\n"
+                        "  distinct@k, aug_future@k\n"
+                        "                     the augmented actions over every training transition when the run is "
+                        "labelled,\n                     else over the report's sample of users (≥: a lower bound)\n"
+                        "  training time      wall time of LE training (steps and checks; not labelling), summed "
+                        "over resumed runs\n"
+                        "Run `learec env report --run-dir RUN_DIR` first for each run.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="an LE run directory with le_report.json")
+    p.add_argument("--k", type=int, default=3, help="the number of augmented actions rated (default: 3)")
+    p.add_argument("--out", metavar="FILE.json", help="write every figure of every row as JSON")
+    p.set_defaults(func=cmd_env_compare)
 
     cfg = sub.add_parser("config", help="inspect configurations")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")

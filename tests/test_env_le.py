@@ -299,6 +299,13 @@ def test_cli_env_train_label_report(le_data_dir: Path, tmp_path: Path, capsys: p
     assert report["state_ndcg@10_le_users"] is None and report["state_ndcg@10_other_users"] is not None
     assert (run_dir / "le_report.png").stat().st_size > 1000
     assert "state_ndcg@10" in (printed := capsys.readouterr().out) and "key_mean_cosine" in printed
+    # the training time reaches done.json and the report; the compare table reads this run's own figures
+    assert report["le_train_seconds"] == json.loads((run_dir / "le" / "done.json").read_text())["train_seconds"] > 0
+    assert main(["env", "compare", str(run_dir), "--k", "2", "--out", str(tmp_path / "compare.json")]) == 0
+    row = json.loads((tmp_path / "compare.json").read_text())[0]
+    assert row["state_ndcg@10"] == report["state_ndcg@10"] and row["reward_acc"] == report["reward_pairwise_acc"]
+    assert row["distinct@2"] == report["augmentation_diversity"]["distinct@2"] and row["aug_exact"] is True
+    assert f"| {run_dir} | " in capsys.readouterr().out
     # a second train is a no-op (the stage is valid); a different config for the same dir is refused
     mtime = (run_dir / "le" / "heads.pt").stat().st_mtime_ns
     assert main(["env", "train", *base]) == 0
@@ -609,6 +616,31 @@ def test_labelling_without_negatives_keeps_states_rewards_and_augmented_actions(
     for name in ("state", "reward", "aug_items", "aug_rewards"):  # negatives change none of them
         np.testing.assert_allclose(np.asarray(without[name], dtype=np.float64),
                                    np.asarray(with_negs[name], dtype=np.float64), rtol=1e-3, atol=1e-3)
+
+
+def test_le_training_time_is_summed_over_a_resumed_run(le_data_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = smoke_config(*STEP_OPTIONS)
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+    ticks = iter(range(0, 100_000, 100))  # a clock that moves 100 s each time it is read
+    monkeypatch.setattr(le_train, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+
+    def seconds(out: Path, budgets: list[int]) -> float | None:
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        for steps in budgets:  # a later call continues from train_state.pt, as after a kill
+            train_le_model(model, run.data.sequences, users, cfg.le.train.model_copy(update={"steps": steps}),
+                           cfg.le.model.window, out, seed=0)
+        return le_train.training_seconds(out)
+
+    assert le_train.training_seconds(tmp_path / "nothing") is None
+    # straight: starts at 0, its checkpoints read 100, 200, 300. Killed after step 2: starts at 400, reads 500
+    # (100 s); resumed: starts at 600, reads 700 and 800 at steps 4 and 6, so 100 + 200 s (a resume that
+    # dropped the first run's seconds would give 200)
+    assert seconds(tmp_path / "a", [6]) == 300.0
+    assert seconds(tmp_path / "b", [2, 6]) == 300.0
 
 
 def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Path, tmp_path: Path,

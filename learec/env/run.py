@@ -53,7 +53,7 @@ from learec.env.report import (augmentation_diversity, augmentation_quality, le_
                                popularity_ndcg, token_shift)
 from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRAINING, REPORT, negatives,
                                read_item_tokens)
-from learec.env.train import subset_users, train_le_model, training_lengths
+from learec.env.train import subset_users, train_le_model, training_lengths, training_seconds
 from learec.errors import UserError
 from learec.rundir import exclusive_run_dir, log_to_file
 from learec.stages import State, check_saved_config
@@ -202,7 +202,8 @@ class LERun:
                 write_curve(self.run_dir, history, popularity_ndcg(self.data.sequences, self.selection_points(),
                                                                    self.data.split.item_counts, chosen), len(chosen),
                             self.cfg.le.train.select_on)
-            atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history})
+            atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history,
+                                     "train_seconds": training_seconds(le_dir)})
         barrier()  # le/ is complete for every rank
         return model
 
@@ -292,7 +293,8 @@ class LERun:
         _, tokens = self._saved_item_tokens()
         done = json.loads((self.run_dir / "le" / "done.json").read_text())
         report = {**metrics, "item_tokens": tokens, "le_training": done["history"][-1] if done["history"] else None,
-                  "le_users": done["users"], "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)",
+                  "le_users": done["users"], "le_train_seconds": done.get("train_seconds"),  # None: an older LE
+                  "lm": self.cfg.le.lm or "default (SmolLM2-135M-Instruct)",
                   # may differ from config.yaml's (--set); settings added later appear when set (key_dump)
                   "report_settings": self.cfg.le.report.key_dump()}
         if model.token_parameters():  # le.train.token_lr: how far LE training moved the item tokens

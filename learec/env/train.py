@@ -19,6 +19,9 @@ That mode runs in one process only (not under ``torchrun``).
 With ``le.train.token_lr`` the item tokens train too, as a second Adam parameter group at that rate; they
 are then part of the LE's weights (checkpoint, ``heads.pt``, weights hash).
 
+The checkpoint also keeps ``seconds``: the wall time of the training loop (steps and validation checks; not
+loading the LM, the item tokens or labelling), summed over resumed runs (:func:`training_seconds`).
+
 An epoch-end checkpoint (adapters, heads, optimiser) lets a killed run resume; batches come from a
 per-epoch numpy RNG, so a resumed run replays the same epochs (the LE has no dropout by default; with
 ``lora_dropout > 0`` a resumed run is not bit-identical).
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +196,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     optimizer = _optimizer(model, cfg)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    clock = _Clock()
     restart = "delete it and run `learec env train` again: LE training then starts over"
     saved = load_torch_file(state_path, restart, map_location=model.device) if state_path.is_file() else None
     if saved is not None and (not isinstance(saved, dict) or saved.get("key") != key):
@@ -202,6 +207,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
             model.load_state_dict(saved["model"], strict=False)
             optimizer.load_state_dict(saved["optimizer"])
             history, start_epoch = list(saved["history"]), int(saved["step" if cfg.steps else "epoch"])
+            clock = _Clock(float(saved.get("seconds", 0.0)))  # checkpoints before this field: from 0
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise UserError(f"{state_path} does not fit this LE ({error_summary(err)})", restart) from None
         log.info("LE training resumes after %s %d", "step" if cfg.steps else "epoch", start_epoch)
@@ -210,7 +216,7 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
     if cfg.steps:
         best = (saved.get("best"), saved.get("best_metric")) if saved is not None else (None, None)
         return _train_steps(model, optimizer, sequences, users, cfg, window, seed, state_path, key,
-                            (history, start_epoch, best), validate, progress, n_items)
+                            (history, start_epoch, best), validate, progress, n_items, clock)
     distributed = is_distributed()
     loss_fn: nn.Module = LELoss(model, cfg, n_items)
     if distributed:  # rank 0's weights reach every rank here; the buffers (untuned item tokens, prompt) never change
@@ -249,9 +255,31 @@ def train_le_model(model: LEModel, seqs: Sequences, users: np.ndarray, cfg: LETr
         log.info("LE epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
         if is_main():  # all ranks hold the same weights and optimiser state
             atomic_torch_save(state_path, {"model": _trainable(model), "optimizer": optimizer.state_dict(),
-                                           "history": history, "epoch": epoch + 1, "key": key})
+                                           "history": history, "epoch": epoch + 1, "key": key,
+                                           "seconds": clock.seconds()})
     model.eval()
     return history
+
+
+class _Clock:
+    """Wall seconds since it was made, plus ``before`` (the seconds of the runs this one resumes)."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before, self.start = before, time.monotonic()
+
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.start
+
+
+def training_seconds(out_dir: Path) -> float | None:
+    """The wall seconds of LE training saved in ``out_dir/train_state.pt`` (summed over resumed runs; to the
+    last checkpoint), or None where there is no state or it predates the field."""
+    path = out_dir / "train_state.pt"
+    if not path.is_file():
+        return None
+    saved = load_torch_file(path, "delete it and run `learec env train` again")
+    seconds = saved.get("seconds") if isinstance(saved, dict) else None
+    return float(seconds) if seconds is not None else None
 
 
 def _stalled(history: list[dict[str, float]], patience: int) -> bool:
@@ -268,7 +296,7 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
                  users: np.ndarray, cfg: LETrainConfig, window: int, seed: int, state_path: Path, key: str | None,
                  resumed: tuple[list[dict[str, float]], int, tuple[Any, Any]],
                  validate: Callable[[LEModel], float] | None, progress: Callable[..., Any] | None,
-                 n_items: int) -> list[dict[str, float]]:
+                 n_items: int, clock: _Clock) -> list[dict[str, float]]:
     """The ``cfg.steps`` mode of :func:`train_le_model`, from ``resumed`` = (history, steps done, (best
     weights, best metric)). A record (mean losses since the last one, the validation metric) and a
     checkpoint every ``eval_every`` steps (else every ``steps // 10``) and at the end."""
@@ -309,7 +337,7 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
         sums, count = {}, 0
         atomic_torch_save(state_path, {"model": _trainable(model), "optimizer": optimizer.state_dict(),
                                        "history": history, "step": step + 1, "key": key, "best": best,
-                                       "best_metric": best_metric})
+                                       "best_metric": best_metric, "seconds": clock.seconds()})
         if _stalled(history, cfg.patience):
             log.info("LE training stops at step %d: %d checks without a better validation state NDCG@10",
                      step + 1, cfg.patience)
