@@ -126,7 +126,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     ``overrides`` (``--set``) change a key in every grid cell, after the file's ``set``, and in the LE config,
     before ``le_set``, so a data setting such as ``data.raw`` stays the same for the labels and the runs. With
     ``dry_run``, print what each stage would do (:func:`print_dry_run`) and run nothing."""
-    from learec.env.run import LERun
+    from learec.env.run import LERun, le_run_log
     from learec.env.stages import REPORT
     from learec.report import build_report
 
@@ -153,15 +153,16 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
 
     print(f"[1/4] LE: item tokens and LE training -> {le_run_dir}")
     le = LERun(le_run_dir, le_cfg, replace_config=True)
-    le.model(train=True)
-    print("[2/4] LE: labelling every training transition, and the LE quality report"
-          + (f"; control label sources {', '.join(sources)} -> {sources_dir(grid.out)}" if sources else ""))
-    cache = le.label()
-    assert cache is not None
-    if eval_states:
-        le.eval_states()
-    if not REPORT.status(le_run_dir, le.cfg, cache.key).current:
-        le.report()  # stamped with its key
+    with le_run_log(le):  # as `learec env train|label|report`: the LE run's lock, and its le.log
+        le.model(train=True)
+        print("[2/4] LE: labelling every training transition, and the LE quality report"
+              + (f"; control label sources {', '.join(sources)} -> {sources_dir(grid.out)}" if sources else ""))
+        cache = le.label()
+        assert cache is not None
+        if eval_states:
+            le.eval_states()
+        if not REPORT.status(le_run_dir, le.cfg, cache.key).current:
+            le.report()  # stamped with its key
     labelled = label_sources(sources, le_cfg, sources_dir(grid.out))
 
     print(f"[3/4] RL grid -> {grid.out}")

@@ -83,6 +83,9 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     assert len([k for k in first if k.endswith("metrics.json")]) == 8
     # a run with the LE state in its ranking head made the pipeline write the evaluation events' LE states
     assert (out / "le" / "eval_states" / "test.npy").is_file()
+    # the LE stages log to the LE run's le.log, as `learec env train|label|report` do
+    le_log = (out / "le" / "le.log").read_text()
+    assert "training the LE on" in le_log and "transitions labelled in" in le_log
 
     # a second run redoes nothing, and a dry run says so first
     assert main(["pipeline", "--config", str(pipeline), "--dry-run"]) == 0
@@ -158,6 +161,17 @@ def test_le_ablation_points_from_one_file_and_their_sensitivity_plot(workdir: Pa
         # the snqn column, one seed: test, and validation in brackets
         assert row[5] == f"{metrics['test']['ndcg@10']:.4f} ({metrics['val']['ndcg@10']:.4f})"
     assert not list((workdir / "both").glob("le_sensitivity_le_train_lr*"))  # only what differs is plotted
+
+
+def test_pipeline_refuses_an_le_run_directory_another_process_writes(workdir: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from learec.rundir import exclusive_run_dir
+
+    out = workdir / "runs" / "lea-smoke"
+    with exclusive_run_dir(out / "le", "LE run"):  # e.g. `learec env label` on the pipeline's LE
+        assert main(["pipeline", "--config", str(workdir / "lea_smoke.yaml"), "--threads", "1"]) == 2
+    assert "is writing the LE run in" in capsys.readouterr().err
+    assert not (out / "le" / "le").exists()  # no LE stage ran
 
 
 def test_pipeline_refuses_le_and_grid_on_different_data(workdir: Path, capsys: pytest.CaptureFixture) -> None:

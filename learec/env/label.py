@@ -361,6 +361,7 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
             _write_pca(out_dir, cfg.pca_dim)
         seal_cache(out_dir, manifest, [*spec, *(["state_pca"] if cfg.pca_dim else [])])
         shutil.rmtree(out_dir / SHARDS)
+        log.info("LE labelling: %d transitions labelled in %s", n, out_dir)  # le.log's timestamp ends the stage
     barrier()  # the cache is sealed
     return load_label_cache(out_dir, fingerprint, verify=is_main())
 

@@ -317,7 +317,7 @@ class LERun:
 
 
 @contextlib.contextmanager
-def _run_log(run: LERun) -> Iterator[None]:
+def le_run_log(run: LERun) -> Iterator[None]:
     """The run's le.log, written by rank 0 (the other ranks log warnings to stderr only), which also holds
     the run directory's lock: one LE stage writes a run directory at a time."""
     if not is_main():
@@ -330,7 +330,7 @@ def _run_log(run: LERun) -> Iterator[None]:
 def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
     """Item tokens + LE training (each skipped when already done from the same inputs)."""
     run = LERun(run_dir, cfg)
-    with _run_log(run):
+    with le_run_log(run):
         run.model(train=True)
         return json.loads((run.run_dir / "le" / "done.json").read_text())
 
@@ -338,7 +338,7 @@ def env_train(cfg: Config | None, run_dir: Path) -> dict[str, Any]:
 def env_label(run_dir: Path, eval_states: bool = False) -> LabelCache:
     """Label the training transitions; with ``eval_states`` also the LE states of the evaluation events."""
     run = LERun(run_dir)
-    with _run_log(run):
+    with le_run_log(run):
         cache = run.label()
         assert cache is not None
         if eval_states:
@@ -366,6 +366,6 @@ def env_report(run_dir: Path, overrides: list[str] | None = None) -> dict[str, A
     run = LERun(run_dir)
     if overrides:
         run.cfg = report_config(run.cfg, run.run_dir, overrides)
-    with _run_log(run):
+    with le_run_log(run):
         run.model(train=False)  # on every rank: loading the LE is collective
         return broadcast_object(run.report() if is_main() else None)
