@@ -32,6 +32,7 @@ bench: setup
 	$(PY) benchmarks/bench_train_eval.py --full-epochs
 	$(PY) benchmarks/bench_objectives.py
 	$(PY) benchmarks/bench_le.py
+	$(PY) benchmarks/bench_le_train.py
 	$(PY) benchmarks/bench_scale.py
 
 clean-venv:

@@ -27,11 +27,16 @@ class _Strict(BaseModel):
     # fields added after runs were keyed by this section's dump: they enter key_dump() only when set off
     # their default, so the runs made before they existed keep their keys
     keyed_when_set: ClassVar[frozenset[str]] = frozenset()
+    # how the work is executed, not what it computes (beyond float rounding, as a thread count): never keyed,
+    # so a run may resume under another value
+    unkeyed: ClassVar[frozenset[str]] = frozenset()
 
     def key_dump(self, **kwargs: Any) -> dict[str, Any]:
-        """``model_dump(**kwargs)`` less the ``keyed_when_set`` fields that hold their default: what stage
-        keys and weight hashes are made from."""
+        """``model_dump(**kwargs)`` less the ``unkeyed`` fields and the ``keyed_when_set`` fields that hold
+        their default: what stage keys and weight hashes are made from."""
         tree = self.model_dump(**kwargs)
+        for name in self.unkeyed:
+            tree.pop(name, None)
         for name in self.keyed_when_set:
             if getattr(self, name) == type(self).model_fields[name].default:
                 tree.pop(name, None)
@@ -269,6 +274,10 @@ class LETrainConfig(_Strict):
     steps: int = Field(0, ge=0, description="a step budget instead of epochs: each step takes batch_users random "
                        "users of the subset and windows_per_user random windows of each; 0 = epochs")
     windows_per_user: int = Field(1, ge=1, description="with steps: windows of each chosen user per step")
+    length_groups: int = Field(1, ge=1, description="with steps: pass each step's windows through the LM in this "
+                               "many groups of similar length, each padded only to its own longest, and add up "
+                               "their gradients (the same step up to float rounding); saves the padded tokens of "
+                               "uneven, short sequences; 1 = one padded batch")
     eval_every: int = Field(0, ge=0, description="with steps: validation state NDCG@10 every this many steps, the "
                             "best weights kept; 0 = no validation (the last weights; checkpoints every steps/10)")
     eval_users: int = Field(100, ge=1, description="with eval_every: the users of that check")
@@ -290,6 +299,7 @@ class LETrainConfig(_Strict):
     keyed_when_set: ClassVar[frozenset[str]] = frozenset({"learn_temperature", "steps", "windows_per_user",
                                                           "eval_every", "eval_users", "token_lr", "patience",
                                                           "select_on", "lr_schedule", "warmup_steps"})
+    unkeyed: ClassVar[frozenset[str]] = frozenset({"length_groups"})
 
     @model_validator(mode="after")
     def _patience_needs_checks(self) -> "LETrainConfig":
@@ -298,6 +308,8 @@ class LETrainConfig(_Strict):
         if self.warmup_steps and (self.lr_schedule == "constant" or self.warmup_steps >= self.steps):
             raise ValueError("le.train.warmup_steps needs le.train.lr_schedule=cosine and fewer warm-up steps "
                              "than le.train.steps")
+        if self.length_groups > 1 and not self.steps:
+            raise ValueError("le.train.length_groups splits the batches of a step budget: it needs le.train.steps")
         if self.patience and not (self.steps and self.eval_every):
             raise ValueError("le.train.patience counts validation checks: it needs le.train.steps and "
                              "le.train.eval_every")

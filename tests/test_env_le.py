@@ -815,3 +815,76 @@ def test_log_popularity_item_bias_starts_the_state_logits_at_log_popularity(le_d
     # the LE run passes that start: its trained bias is the prior moved by training, not a zero start
     trained = run.model(train=True)
     assert np.corrcoef(trained.item_bias.detach().cpu().numpy(), prior.numpy())[0, 1] > 0.9
+
+
+def test_length_groups_give_the_one_batch_gradient_with_less_padding(le_data_dir: Path, tmp_path: Path) -> None:
+    from learec.env.train import LELoss, grouped_losses, le_batch, split_by_length
+
+    cfg = smoke_config()
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    seqs = run.data.sequences
+    rows = [user_items(seqs, u)[:n] for u, n in zip(range(5), (2, 9, 3, 7, 1))]  # uneven, unsorted
+    assert [len(r) for r in rows] == [2, 9, 3, 7, 1]
+    batch = le_batch(rows, rows, cfg.le.train, np.random.default_rng(0), run.data.n_items, model.device)
+    groups = split_by_length(batch[1], batch[3], 3)
+    # sorted lengths 1, 2 | 3, 7 | 9; candidates min(reward_positions = 4, length) per row
+    assert [sorted(int(r) for r in rows_) for rows_, _, _ in groups] == [[0, 4], [2, 3], [1]]
+    assert [(width, n_cand) for _, width, n_cand in groups] == [(2, 2), (7, 4), (9, 4)]
+
+    loss_fn = LELoss(model, cfg.le.train, run.data.n_items)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradients(groups: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        model.zero_grad()
+        if groups == 1:
+            losses = loss_fn(*batch)
+            losses["loss"].backward()
+        else:
+            losses = grouped_losses(loss_fn, batch, groups)
+        return losses, [p.grad.clone() for p in params]
+
+    whole, whole_grads = gradients(1)
+    for n in (2, 3, 5):
+        grouped, grouped_grads = gradients(n)
+        assert set(grouped) == set(whole)
+        for name in whole:
+            assert torch.allclose(grouped[name], whole[name].detach(), atol=1e-5), (n, name)
+        assert any(g.abs().sum() > 0 for g in whole_grads)
+        for g, w in zip(grouped_grads, whole_grads):
+            assert torch.allclose(g, w, atol=1e-6, rtol=1e-4), n
+
+
+def test_le_step_budget_with_length_groups_replays_the_one_batch_run(le_data_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    grouped_losses = le_train.grouped_losses
+    monkeypatch.setattr(le_train, "grouped_losses", lambda *a: calls.append(a[2]) or grouped_losses(*a))
+    options = ("le.train.steps=3", "le.train.batch_users=4")
+    cfg = smoke_config(*options)
+    run = LERun(tmp_path / "run", cfg)
+    emb, _ = run.item_tokens()
+    lm, tokenizer = run.lm()
+    users = subset_users(run.data.train.user, 0.25, 0)
+
+    def trained(groups: int) -> list[dict[str, float]]:
+        torch.manual_seed(0)
+        model = LEModel(copy.deepcopy(lm), tokenizer, emb, cfg.le.model)
+        train_cfg = cfg.le.train.model_copy(update={"length_groups": groups})
+        return train_le_model(model, run.data.sequences, users, train_cfg, cfg.le.model.window,
+                              tmp_path / f"groups{groups}", seed=0)
+
+    whole, grouped = trained(1), trained(2)
+    assert calls == [2, 2, 2]  # each step of the second run went through the groups
+    assert [r["step"] for r in grouped] == [r["step"] for r in whole] == [1, 2, 3]
+    for a, b in zip(whole, grouped):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in a), (a, b)
+    # an execution setting, as threads: the LE's key ignores it, so a run resumes under another value
+    grouped_cfg = smoke_config(*options, "le.train.length_groups=4")
+    assert LE_TRAINING.key(grouped_cfg, run.data) == LE_TRAINING.key(cfg, run.data)
+    assert LE_TRAINING.key(smoke_config("le.train.steps=4"), run.data) != LE_TRAINING.key(cfg, run.data)
+    with pytest.raises(UserError, match="length_groups splits the batches of a step budget"):
+        smoke_config("le.train.length_groups=2")  # epochs: not split

@@ -100,6 +100,13 @@ class LELoss(nn.Module):
 
     def forward(self, items: Tensor, lengths: Tensor, cand_items: Tensor, cand_hist: Tensor,
                 negs: Tensor) -> dict[str, Tensor]:
+        sums = self.sums(items, lengths, cand_items, cand_hist, negs)
+        return self.means(sums, sums["state_count"], sums["reward_count"])
+
+    def sums(self, items: Tensor, lengths: Tensor, cand_items: Tensor, cand_hist: Tensor,
+             negs: Tensor) -> dict[str, Tensor]:
+        """The losses of a batch as sums over its item positions and reward candidates, with their counts:
+        a batch split into groups (:func:`grouped_losses`) adds them up before dividing."""
         model, cfg = self.model, self.cfg
         out = model(items, lengths, cand_items, cand_hist)
 
@@ -111,24 +118,60 @@ class LELoss(nn.Module):
         temperature = model.temperature(cfg.temperature)
         if cfg.state_negatives == 0:  # every item competes, as in full-ranking evaluation
             logits = model.scores(states[valid], keys) / temperature
-            state_loss = F.cross_entropy(logits, positives[valid])
+            state_sum = F.cross_entropy(logits, positives[valid], reduction="sum")
         else:  # the positive (column 0) against K sampled negatives
             cand = torch.cat([positives[..., None], negs], dim=-1)  # [B, T, 1 + K]
             logits = model.scores(states, keys, cand) / temperature
-            state_loss = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
-                                                                    device=model.device))
+            state_sum = F.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long,
+                                                                   device=model.device), reduction="sum")
 
         rewards_items = model.rewards(model.item_hidden(out))  # [B, T]
         rewards_cand = model.rewards(out.cand_hidden)  # [B, C]
         r_pos = torch.gather(rewards_items, 1, cand_hist.clamp(min=0))[out.cand_mask]
         r_neg = rewards_cand[out.cand_mask]
-        reward_loss = -F.logsigmoid(r_pos - r_neg).mean()
-        loss = cfg.state_weight * state_loss + cfg.reward_weight * reward_loss
-        out_losses = {"loss": loss, "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
-                      "reward_acc": (r_pos > r_neg).float().mean().detach()}
+        sums = {"state_sum": state_sum, "reward_sum": -F.logsigmoid(r_pos - r_neg).sum(),
+                "reward_hits": (r_pos > r_neg).float().sum().detach(),
+                "state_count": valid.sum(), "reward_count": out.cand_mask.sum()}
         if cfg.learn_temperature:  # logged per epoch beside the losses
-            out_losses["temperature"] = torch.as_tensor(model.temperature(cfg.temperature)).detach()
-        return out_losses
+            sums["temperature"] = torch.as_tensor(temperature).detach()
+        return sums
+
+    def means(self, sums: dict[str, Tensor], state_count: Tensor | int,
+              reward_count: Tensor | int) -> dict[str, Tensor]:
+        """The loss (``loss``, with gradients) and the logged means, each sum divided by the batch's count."""
+        state_loss, reward_loss = sums["state_sum"] / state_count, sums["reward_sum"] / reward_count
+        losses = {"loss": self.cfg.state_weight * state_loss + self.cfg.reward_weight * reward_loss,
+                  "state_loss": state_loss.detach(), "reward_loss": reward_loss.detach(),
+                  "reward_acc": sums["reward_hits"] / reward_count}
+        if "temperature" in sums:
+            losses["temperature"] = sums["temperature"]
+        return losses
+
+
+def split_by_length(lengths: Tensor, cand_hist: Tensor, groups: int) -> list[tuple[Tensor, int, int]]:
+    """Rows sorted by length and cut into ``groups`` runs of similar length: ``(rows, items, candidates)``,
+    where ``items``/``candidates`` are the widths the group needs (its longest row, its most candidates)."""
+    order = torch.argsort(lengths, stable=True)
+    n_cand = (cand_hist >= 0).sum(dim=1)
+    return [(rows, int(lengths[rows].max()), max(1, int(n_cand[rows].max())))
+            for rows in order.tensor_split(min(groups, len(order))) if len(rows)]
+
+
+def grouped_losses(loss_fn: LELoss, batch: tuple[Tensor, ...], groups: int) -> dict[str, Tensor]:
+    """Backpropagate one batch in ``groups`` groups of rows of similar length, each cut to its own width,
+    and return the batch's logged losses. Each group's loss is its sums over the whole batch's counts, so
+    the accumulated gradient is the one batch's gradient up to float rounding, with fewer padded tokens
+    through the LM where lengths differ (short, uneven sequences)."""
+    items, lengths, cand_items, cand_hist, negs = batch
+    state_count, reward_count = int(lengths.sum()), int((cand_hist >= 0).sum())
+    totals: dict[str, Tensor] = {}
+    for rows, width, n_cand in split_by_length(lengths, cand_hist, groups):
+        part = loss_fn.sums(items[rows, :width], lengths[rows], cand_items[rows, :n_cand],
+                            cand_hist[rows, :n_cand], negs[rows, :width])
+        loss_fn.means(part, state_count, reward_count)["loss"].backward()
+        for name, value in part.items():
+            totals[name] = value.detach() if name == "temperature" else totals.get(name, 0) + value.detach()
+    return loss_fn.means(totals, state_count, reward_count)
 
 
 def _sum_over_ranks(sums: dict[str, float]) -> dict[str, float]:
@@ -315,9 +358,13 @@ def _train_steps(model: LEModel, optimizer: torch.optim.Optimizer, sequences: di
         chosen = rng.choice(users, size=min(cfg.batch_users, len(users)), replace=False)
         rows_of = np.repeat(chosen, cfg.windows_per_user)
         rows = [_window(rng, sequences[int(u)], window) for u in rows_of]
-        losses = loss_fn(*le_batch(rows, [sequences[int(u)] for u in rows_of], cfg, rng, n_items, model.device))
+        batch = le_batch(rows, [sequences[int(u)] for u in rows_of], cfg, rng, n_items, model.device)
         optimizer.zero_grad()
-        losses["loss"].backward()
+        if cfg.length_groups > 1:
+            losses = grouped_losses(loss_fn, batch, cfg.length_groups)
+        else:
+            losses = loss_fn(*batch)
+            losses["loss"].backward()
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, cfg)
         optimizer.step()
