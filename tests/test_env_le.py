@@ -888,3 +888,33 @@ def test_le_step_budget_with_length_groups_replays_the_one_batch_run(le_data_dir
     assert LE_TRAINING.key(smoke_config("le.train.steps=4"), run.data) != LE_TRAINING.key(cfg, run.data)
     with pytest.raises(UserError, match="length_groups splits the batches of a step budget"):
         smoke_config("le.train.length_groups=2")  # epochs: not split
+
+
+def test_labelling_batches_rows_of_similar_length_and_labels_each_row_as_alone(le_data_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    from learec.env.label import batches_by_length, label_rows
+    from learec.env.model import Segment
+
+    jobs = [(Segment(0, 0, 0, n), np.arange(m), tag) for tag, (n, m) in enumerate([(5, 5), (1, 1), (4, 2), (2, 2),
+                                                                                   (4, 4)])]
+    batches = batches_by_length(jobs, 2)
+    assert [[job[2] for job in batch] for batch in batches] == [[1, 3], [2, 4], [0]]  # by length, then targets
+
+    # a row's labels do not depend on the rows batched beside it: one batch of every row against each alone
+    cfg = smoke_config("le.dtype=float32")
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    seqs = run.data.sequences
+    lengths = [len(user_items(seqs, u)) for u in range(4)]
+    segments = [Segment(u, 0, 0, min(n, 3 + 2 * u)) for u, n in enumerate(lengths)]
+    assert len({s.end for s in segments}) == 4  # uneven rows: each padded in the batch of all four
+    targets = [np.arange(s.end) for s in segments]
+    negatives = [np.full((len(t), 2), u + 1, dtype=np.int64) for u, t in enumerate(targets)]
+    together = label_rows(model, seqs, segments, targets, negatives, cfg.le.label)
+    for j in range(4):
+        alone = label_rows(model, seqs, segments[j:j + 1], targets[j:j + 1], negatives[j:j + 1], cfg.le.label)[0]
+        for name in ("state", "reward", "neg_rewards", "aug_rewards"):
+            assert np.allclose(together[j][name], alone[name], atol=1e-4), (j, name)
+        assert np.array_equal(together[j]["aug_items"], alone["aug_items"]), j

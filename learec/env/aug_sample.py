@@ -22,7 +22,7 @@ import numpy as np
 from learec.config import LELabelConfig
 from learec.data.preprocess import Sequences
 from learec.data.splits import Transitions
-from learec.env.label import augment_width, label_rows, user_blocks, user_segments
+from learec.env.label import augment_width, batches_by_length, label_rows, user_blocks, user_segments
 from learec.env.model import LEModel
 from learec.env.report import augmentation_diversity, augmentation_quality
 
@@ -54,9 +54,8 @@ def sample_augmented(model: LEModel, seqs: Sequences, train: Transitions, users:
         pos = positions[lo:hi]
         jobs += [(seg, pos[sel], offset + sel) for seg, sel in user_segments(user, pos, window)]
         offset += hi - lo
-    starts = range(0, len(jobs), cfg.batch_rows)
-    for start in progress(starts, desc="LE augmentation sample") if progress else starts:
-        chunk = jobs[start:start + cfg.batch_rows]
+    batches = batches_by_length(jobs, cfg.batch_rows)
+    for chunk in progress(batches, desc="LE augmentation sample") if progress else batches:
         # no negatives: they change no state and no augmented action, and would only cost LM time
         empty = [np.zeros((len(targets), 0), dtype=np.int64) for _, targets, _ in chunk]
         results = label_rows(model, seqs, [j[0] for j in chunk], [j[1] for j in chunk], empty, cfg)

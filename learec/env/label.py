@@ -181,6 +181,14 @@ def user_segments(user: int, positions: np.ndarray, window: int) -> list[tuple[S
             for seg in plan_segments(user, positions, window)]
 
 
+def batches_by_length(jobs: list[tuple[Any, ...]], batch_rows: int) -> list[list[tuple[Any, ...]]]:
+    """Labelling jobs (a :class:`Segment`, its target positions, ...) in batches of ``batch_rows``, shortest
+    rows first: rows of similar length share a pass, so few slots are padding where sequences are short and
+    uneven. A row's labels do not depend on the rows beside it (beyond float rounding)."""
+    ordered = sorted(jobs, key=lambda job: (job[0].end - job[0].start, len(job[1])))
+    return [ordered[i:i + batch_rows] for i in range(0, len(ordered), batch_rows)]
+
+
 def _shard_file(out_dir: Path, shard: int) -> Path:
     return out_dir / SHARDS / f"{shard:06d}.npz"
 
@@ -332,8 +340,7 @@ def label_transitions(model: LEModel, seqs: Sequences, train: Transitions, cfg: 
             negs = uniform_negatives(rng, actions[lo:hi].astype(np.int64), k_neg, seqs.n_items)
             for seg, sel in user_segments(user, pos, window):
                 jobs.append((seg, pos[sel], lo - first + sel, negs[sel]))
-        for start in range(0, len(jobs), cfg.batch_rows):
-            chunk = jobs[start:start + cfg.batch_rows]
+        for chunk in batches_by_length(jobs, cfg.batch_rows):
             results = label_rows(model, seqs, [j[0] for j in chunk], [j[1] for j in chunk],
                                   [j[3] for j in chunk], cfg)
             for (seg, _, idx, negs), res in zip(chunk, results):
