@@ -12,7 +12,7 @@ from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.errors import UserError
 from learec.evaluate.significance import paired_test
-from learec.evaluate.tables import results_tables
+from learec.evaluate.tables import format_mean_std, results_tables
 from learec.grid import load_grid, plan_grid
 from learec.report import markdown_to_html
 
@@ -71,6 +71,11 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     header = md.splitlines()[0].strip("| ").split(" | ")
     assert header[2:5] == ["hr@5", "ndcg@5", "hr@10"] and header[8:10] == ["click/hr@5", "click/ndcg@5"]
     assert sqn_row.count("±") == len(header) - 4  # mean ± std for every metric column (not Δ and p)
+    # the validation metric of each run's selected epoch, last of the metric columns, equal to metrics.json's
+    assert header[header.index("p") - 2] == "val ndcg@10" and csv[0].endswith(",val_ndcg@10")
+    val = [json.loads((out_dir / f"sqn-seed{s}" / "metrics.json").read_text())["val"]["ndcg@10"] for s in (0, 1)]
+    cells = sqn_row.strip("| ").split(" | ")
+    assert cells[header.index("val ndcg@10")] == format_mean_std(val)
     p_value = float(sqn_row.rstrip(" |").split("|")[-1])
     assert 0.0 <= p_value <= 1.0
     assert main(["report", str(out_dir), "--out", str(tmp_path / "report")]) == 0

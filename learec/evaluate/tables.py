@@ -1,5 +1,5 @@
 """Results tables of a grid's finished runs: one CSV row per run, and a Markdown row per group of seeds with
-mean ± std and paired tests (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec
+mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec
 report`` recomputes them from the runs finished so far; both read them from here, as do the report's plots
 for their labels and error bars."""
 
@@ -52,14 +52,18 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
     for name, values in cells:
         mpath = out / name / "metrics.json"
         if mpath.is_file():
-            test = json.loads(mpath.read_text())["test"]
-            rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")}})
+            result = json.loads(mpath.read_text())
+            test, val = result["test"], result.get("val") or {}
+            rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")},
+                         **({f"val_{metric}": val[metric]} if metric in val else {})})
             if (out / name / "test_ranks.npy").is_file():
                 ranks[tuple(values[k] for k in axis_keys)] = np.load(out / name / "test_ranks.npy")
     group_keys = [k for k in axis_keys if k != "seed"]
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
     prefixes = sorted({m.split("/")[0] for r in rows for m in r if "/" in m})  # event types, e.g. click
     metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
+    # the validation metric of the selected epoch: what settings are chosen by, beside the test figures
+    metric_keys += [f"val_{metric}"] if any(f"val_{metric}" in r for r in rows) else []
     header = [*axis_keys, *metric_keys]
     csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
 
@@ -72,7 +76,8 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
         extra += ["compared with", f"Δ{metric} vs it", "p "]
     # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
     group_columns = len(group_keys) or 1
-    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(metric_keys + extra)} |",
+    shown = [m.replace("val_", "val ", 1) for m in metric_keys]
+    md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(shown + extra)} |",
           "|" + "---|" * (group_columns + 1 + len(metric_keys) + len(extra))]
     for key, rs in groups.items():
         values = dict(zip(group_keys, key))
