@@ -28,7 +28,7 @@ class _Strict(BaseModel):
     # their default, so the runs made before they existed keep their keys
     keyed_when_set: ClassVar[frozenset[str]] = frozenset()
     # how the work is executed, not what it computes (beyond float rounding, as a thread count): never keyed,
-    # so a run may resume under another value
+    # so a run may resume under another value; each is also in RESULT_NEUTRAL_SETTINGS (reports, pipelines)
     unkeyed: ClassVar[frozenset[str]] = frozenset()
 
     def key_dump(self, **kwargs: Any) -> dict[str, Any]:
@@ -353,7 +353,8 @@ class LEReportConfig(_Strict):
 
 # The one list of settings that change how a run goes, not what it makes: they enter no LE stage key, a
 # finished grid cell does not go stale when they change, and a report never compares runs by them.
-RESULT_NEUTRAL_SETTINGS = frozenset({"train.threads", "train.progress", "le.threads", "le.progress", "le.device"})
+RESULT_NEUTRAL_SETTINGS = frozenset({"train.threads", "train.progress", "le.threads", "le.progress", "le.device",
+                                     "le.train.length_groups"})
 
 
 class LEConfig(_Strict):

@@ -358,8 +358,8 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
         grid = _load_grid_dir(Path(grid_dir))
         grids.append(grid)
         md += [f"## {Path(grid_dir).name}", "",
-               "Test metrics, mean ± std over seeds; Δ and p: paired t-test over test events (seeds averaged), "
-               "`*` marks p < 0.05.", "", grid["table"].strip(), ""]
+               "Test metrics and the validation metric of the selected epochs (`val`), mean ± std over seeds; "
+               "Δ and p: paired t-test over test events (seeds averaged), `*` marks p < 0.05.", "", grid["table"].strip(), ""]
         if _plot_curves(grid, out / f"val_curves_{i}.png"):
             md += [f"![validation curves](val_curves_{i}.png)", ""]
         if _plot_bars(grid, out / f"test_bars_{i}.png"):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from learec.cli import main
-from learec.config import load_config
+from learec.config import RESULT_NEUTRAL_SETTINGS, load_config
 from learec.env.batches import uniform_negatives, unseen_items, user_items
 from learec.env.item_tokens import initial_item_embeddings, tokenize_descriptions
 from learec.env.label import SHARDS, cache_problem, load_label_cache
@@ -817,14 +817,17 @@ def test_log_popularity_item_bias_starts_the_state_logits_at_log_popularity(le_d
     assert np.corrcoef(trained.item_bias.detach().cpu().numpy(), prior.numpy())[0, 1] > 0.9
 
 
-def test_length_groups_give_the_one_batch_gradient_with_less_padding(le_data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [(), ("le.train.learn_temperature=true", "le.train.state_negatives=0")])
+def test_length_groups_give_the_one_batch_gradient_with_less_padding(le_data_dir: Path, tmp_path: Path,
+                                                                     options: tuple[str, ...]) -> None:
     from learec.env.train import LELoss, grouped_losses, le_batch, split_by_length
 
-    cfg = smoke_config()
+    cfg = smoke_config(*options)
     run = LERun(tmp_path / "run", cfg)
     lm, tokenizer = run.lm()
     torch.manual_seed(0)
-    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model,
+                    learned_temperature=0.1 if cfg.le.train.learn_temperature else None)
     seqs = run.data.sequences
     rows = [user_items(seqs, u)[:n] for u, n in zip(range(5), (2, 9, 3, 7, 1))]  # uneven, unsorted
     assert [len(r) for r in rows] == [2, 9, 3, 7, 1]
@@ -882,7 +885,9 @@ def test_le_step_budget_with_length_groups_replays_the_one_batch_run(le_data_dir
     for a, b in zip(whole, grouped):
         assert a.keys() == b.keys()
         assert all(abs(a[k] - b[k]) < 1e-4 for k in a), (a, b)
-    # an execution setting, as threads: the LE's key ignores it, so a run resumes under another value
+    # an execution setting, as threads: the LE's key ignores it, so a run resumes under another value, and
+    # reports and pipelines do not count it as a setting that changes results
+    assert "le.train.length_groups" in RESULT_NEUTRAL_SETTINGS
     grouped_cfg = smoke_config(*options, "le.train.length_groups=4")
     assert LE_TRAINING.key(grouped_cfg, run.data) == LE_TRAINING.key(cfg, run.data)
     assert LE_TRAINING.key(smoke_config("le.train.steps=4"), run.data) != LE_TRAINING.key(cfg, run.data)
@@ -898,7 +903,7 @@ def test_labelling_batches_rows_of_similar_length_and_labels_each_row_as_alone(l
     jobs = [(Segment(0, 0, 0, n), np.arange(m), tag) for tag, (n, m) in enumerate([(5, 5), (1, 1), (4, 2), (2, 2),
                                                                                    (4, 4)])]
     batches = batches_by_length(jobs, 2)
-    assert [[job[2] for job in batch] for batch in batches] == [[1, 3], [2, 4], [0]]  # by length, then targets
+    assert [[job[2] for job in batch] for batch in batches] == [[1, 3], [2, 4], [0]]  # by items, then targets
 
     # a row's labels do not depend on the rows batched beside it: one batch of every row against each alone
     cfg = smoke_config("le.dtype=float32")

@@ -150,7 +150,8 @@ class LELoss(nn.Module):
 
 def split_by_length(lengths: Tensor, cand_hist: Tensor, groups: int) -> list[tuple[Tensor, int, int]]:
     """Rows sorted by length and cut into ``groups`` runs of similar length: ``(rows, items, candidates)``,
-    where ``items``/``candidates`` are the widths the group needs (its longest row, its most candidates)."""
+    where ``items``/``candidates`` are the widths the group needs (its longest row, its most candidates;
+    a row's valid candidates come first, as :func:`~learec.env.batches.pack_rows` lays them out)."""
     order = torch.argsort(lengths, stable=True)
     n_cand = (cand_hist >= 0).sum(dim=1)
     return [(rows, int(lengths[rows].max()), max(1, int(n_cand[rows].max())))
@@ -161,7 +162,8 @@ def grouped_losses(loss_fn: LELoss, batch: tuple[Tensor, ...], groups: int) -> d
     """Backpropagate one batch in ``groups`` groups of rows of similar length, each cut to its own width,
     and return the batch's logged losses. Each group's loss is its sums over the whole batch's counts, so
     the accumulated gradient is the one batch's gradient up to float rounding, with fewer padded tokens
-    through the LM where lengths differ (short, uneven sequences)."""
+    through the LM where lengths differ (short, uneven sequences). (With ``lora_dropout > 0`` each group
+    draws its own dropout masks, as rows of one batch do.)"""
     items, lengths, cand_items, cand_hist, negs = batch
     state_count, reward_count = int(lengths.sum()), int((cand_hist >= 0).sum())
     totals: dict[str, Tensor] = {}

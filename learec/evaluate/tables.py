@@ -60,7 +60,8 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
                 ranks[tuple(values[k] for k in axis_keys)] = np.load(out / name / "test_ranks.npy")
     group_keys = [k for k in axis_keys if k != "seed"]
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
-    prefixes = sorted({m.split("/")[0] for r in rows for m in r if "/" in m})  # event types, e.g. click
+    prefixes = sorted({m.split("/")[0] for r in rows for m in r  # event types, e.g. click
+                       if "/" in m and not m.startswith("val_")})
     metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
     # the validation metric of the selected epoch: what settings are chosen by, beside the test figures
     metric_keys += [f"val_{metric}"] if any(f"val_{metric}" in r for r in rows) else []
@@ -76,7 +77,7 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
         extra += ["compared with", f"Δ{metric} vs it", "p "]
     # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
     group_columns = len(group_keys) or 1
-    shown = [m.replace("val_", "val ", 1) for m in metric_keys]
+    shown = [f"val {m[len('val_'):]}" if m.startswith("val_") else m for m in metric_keys]
     md = [f"| {' | '.join(group_keys)} | seeds | {' | '.join(shown + extra)} |",
           "|" + "---|" * (group_columns + 1 + len(metric_keys) + len(extra))]
     for key, rs in groups.items():
