@@ -216,7 +216,8 @@ def test_when_gives_its_overrides_to_the_cells_with_that_axis_value_only(tmp_pat
 
 
 def test_plan_changes_no_cell_and_result_neutral_settings_do_not_make_a_run_stale(tmp_path):
-    (tmp_path / "base.yaml").write_text("train: {epochs: 1, threads: 2, progress: true}\n")
+    # an LE step budget, so that le.train.length_groups (result-neutral) may be set below
+    (tmp_path / "base.yaml").write_text("train: {epochs: 1, threads: 2, progress: true}\nle: {train: {steps: 10}}\n")
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(f"base: base.yaml\nout: {tmp_path / 'out'}\naxes: {{objective: [ce, sqn]}}\n")
     grid = load_grid(grid_file)
@@ -230,8 +231,11 @@ def test_plan_changes_no_cell_and_result_neutral_settings_do_not_make_a_run_stal
     assert {"train.threads", "le.threads"} <= RESULT_NEUTRAL_SETTINGS
     saved = grid.cells[0].cfg.model_copy(deep=True)
     for dotted in RESULT_NEUTRAL_SETTINGS - {"le.device"}:  # another device may not exist on this machine
-        section, key = dotted.split(".")
-        setattr(getattr(saved, section), key, {"threads": 7, "progress": False}[key])
+        *path, key = dotted.split(".")
+        section = saved
+        for name in path:
+            section = getattr(section, name)
+        setattr(section, key, {"threads": 7, "progress": False, "length_groups": 3}[key])
     saved.save(tmp_path / "out" / "ce" / "config.yaml")
     (tmp_path / "out" / "ce" / "metrics.json").write_text("{}")
     assert {p.name: p.status for p in plan_grid(grid)} == {"ce": "finished", "sqn": "new"}
