@@ -662,15 +662,20 @@ def test_le_run_with_a_step_budget_validates_on_validation_users(le_data_dir: Pa
     assert LERun(tmp_path / "plain", smoke_config()).selection_users() is None
 
 
+def _le_with_random_item_tokens(tmp_path: Path, cfg, **options) -> tuple[LERun, LEModel]:
+    """An LE run directory and an untrained LE on its LM, with seeded random item tokens (no item-token stage)."""
+    run = LERun(tmp_path / "run", cfg)
+    lm, tokenizer = run.lm()
+    torch.manual_seed(0)
+    return run, LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model, **options)
+
+
 def test_full_softmax_state_loss_equals_a_naive_per_position_cross_entropy(le_data_dir: Path, tmp_path: Path) -> None:
     # le.train.state_negatives=0: every item competes with the next one, as in full-ranking evaluation
     from learec.env.train import LELoss, le_batch
 
     cfg = smoke_config("le.train.state_negatives=0")
-    run = LERun(tmp_path / "run", cfg)
-    lm, tokenizer = run.lm()
-    torch.manual_seed(0)
-    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    run, model = _le_with_random_item_tokens(tmp_path, cfg)
     seqs = run.data.sequences
     rows = [user_items(seqs, u)[:6] for u in range(3)]
     rng = np.random.default_rng(0)
@@ -823,11 +828,8 @@ def test_length_groups_give_the_one_batch_gradient_with_less_padding(le_data_dir
     from learec.env.train import LELoss, grouped_losses, le_batch, split_by_length
 
     cfg = smoke_config(*options)
-    run = LERun(tmp_path / "run", cfg)
-    lm, tokenizer = run.lm()
-    torch.manual_seed(0)
-    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model,
-                    learned_temperature=0.1 if cfg.le.train.learn_temperature else None)
+    run, model = _le_with_random_item_tokens(
+        tmp_path, cfg, learned_temperature=0.1 if cfg.le.train.learn_temperature else None)
     seqs = run.data.sequences
     rows = [user_items(seqs, u)[:n] for u, n in zip(range(5), (2, 9, 3, 7, 1))]  # uneven, unsorted
     assert [len(r) for r in rows] == [2, 9, 3, 7, 1]
@@ -907,10 +909,7 @@ def test_labelling_batches_rows_of_similar_length_and_labels_each_row_as_alone(l
 
     # a row's labels do not depend on the rows batched beside it: one batch of every row against each alone
     cfg = smoke_config("le.dtype=float32")
-    run = LERun(tmp_path / "run", cfg)
-    lm, tokenizer = run.lm()
-    torch.manual_seed(0)
-    model = LEModel(lm, tokenizer, torch.randn(run.data.n_items, lm.config.hidden_size), cfg.le.model)
+    run, model = _le_with_random_item_tokens(tmp_path, cfg)
     seqs = run.data.sequences
     lengths = [len(user_items(seqs, u)) for u in range(4)]
     segments = [Segment(u, 0, 0, min(n, 3 + 2 * u)) for u, n in enumerate(lengths)]
