@@ -160,6 +160,21 @@ def cmd_env_compare(args: argparse.Namespace) -> None:
         print(f"figures: {args.out}")
 
 
+def cmd_usage(args: argparse.Namespace) -> None:
+    from learec.usage import find_usage, usage_table
+
+    for path in args.paths:
+        if not Path(path).is_dir():
+            raise UserError(f"{path} is not a directory", "give run directories or the folders that hold them")
+    found = find_usage([Path(p) for p in args.paths])
+    if not found:
+        raise UserError(f"no usage.jsonl under {', '.join(args.paths)}",
+                        "stages record their usage as they run (learec env train/label/report, learec train, "
+                        "learec grid, learec pipeline); runs made before learec recorded it have none")
+    root = Path(args.paths[0]).resolve() if len(args.paths) == 1 else None
+    print(usage_table(found, each=args.each, root=root))
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     import yaml
 
@@ -358,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=3, help="the number of augmented actions rated (default: 3)")
     p.add_argument("--out", metavar="FILE.json", help="write every figure of every row as JSON")
     p.set_defaults(func=cmd_env_compare)
+
+    p = sub.add_parser("usage", help="wall time and peak memory of the stages of run directories (LE stages, "
+                       "training runs), as they recorded them", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Every stage that does work appends its wall time and peak resident memory to "
+                       "usage.jsonl in its run directory\n(item tokens, LE training, labelling, eval states, "
+                       "LE report, each training run); a resumed stage adds its seconds.\n"
+                       "Peak memory is the stage's own on Linux (the process's high-water mark reset at its start).\n"
+                       "By default one row per stage name (training runs are named by backbone and objective);\n"
+                       "--each lists every run directory. E.g. `learec usage runs/lea-scientific`.")
+    p.add_argument("paths", nargs="+", metavar="DIR", help="run directories, or folders searched for them")
+    p.add_argument("--each", action="store_true", help="one row per run directory and stage")
+    p.set_defaults(func=cmd_usage)
 
     cfg = sub.add_parser("config", help="inspect configurations")
     csub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -129,6 +129,7 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     from learec.env.run import LERun, le_run_log
     from learec.env.stages import REPORT
     from learec.report import build_report
+    from learec.usage import find_usage, usage_table
 
     path = Path(path)
     spec = read_spec(path, PipelineSpec, kind="pipeline file")
@@ -172,6 +173,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print(f"[4/4] report -> {report_dir}")
     build_report([grid.out], report_dir, le_run=le_run_dir)
     print(f"report: {report_dir / 'report.md'} and {report_dir / 'report.html'}")
+    print(f"wall time and peak memory by stage (`learec usage {le_run_dir} {grid.out}`; --each for every run):")
+    print(usage_table(find_usage([le_run_dir, grid.out])))
     return report_dir
 
 

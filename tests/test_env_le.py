@@ -26,6 +26,7 @@ from learec.env.stages import ITEM_TOKENS, LE_TRAINING
 from learec.env import train as le_train
 from learec.env.train import lr_factor, subset_users, train_le_model
 from learec.errors import UserError
+from learec.usage import read_usage
 
 SMOKE = Path(__file__).parent.parent / "configs" / "le_smoke.yaml"
 
@@ -310,6 +311,14 @@ def test_cli_env_train_label_report(le_data_dir: Path, tmp_path: Path, capsys: p
     mtime = (run_dir / "le" / "heads.pt").stat().st_mtime_ns
     assert main(["env", "train", *base]) == 0
     assert (run_dir / "le" / "heads.pt").stat().st_mtime_ns == mtime
+    # each stage that did work recorded its wall time and peak memory once; the no-op train and the labelling
+    # that found its cache complete (the --eval-states call) recorded nothing (learec.usage)
+    recorded = {u.stage: u for u in read_usage(run_dir)}
+    assert set(recorded) == {"item tokens", "LE training", "labelling", "eval states", "LE report"}
+    assert all(u.invocations == 1 and u.completed and u.seconds > 0 and u.peak_mib > 0 for u in recorded.values())
+    assert recorded["LE training"].seconds >= report["le_train_seconds"]  # the loop is part of the stage
+    assert main(["usage", str(run_dir)]) == 0
+    assert "| LE training | 1 |" in capsys.readouterr().out
     assert main(["env", "train", *base, "--set", "le.train.epochs=9"]) == 2
     assert "differs" in capsys.readouterr().err
     assert main(["env", "label", "--run-dir", str(tmp_path / "nowhere")]) == 2

@@ -67,7 +67,13 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
 
     assert main(["pipeline", "--config", str(pipeline), "--threads", "1"]) == 0
     report = out / "report"
-    assert "report.md" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report.md" in printed
+    # what each stage cost, as every stage recorded it (learec.usage): the LE's stages once, 8 training runs
+    usage_rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in printed.splitlines()
+                  if line.startswith("| ") and " MiB |" in line}
+    assert usage_rows["item tokens"] == usage_rows["LE training"] == usage_rows["labelling"] == "1"
+    assert sum(int(n) for stage, n in usage_rows.items() if stage.startswith("train ")) == 8
     text = (report / "report.md").read_text()
     for variant in ("ce", "snqn", "snqn+sm", "snqn+sm+actor", "snqn+rm", "snqn+lea", "sa2c", "sa2c+sm+rm+lea"):
         assert f"| {variant} |" in text

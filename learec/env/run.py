@@ -13,6 +13,7 @@ Layout::
     eval_states/         LE states of the validation and test events, on demand (learec.env.eval_states)
     le_report.json/.png  LE quality on validation users (with le.report.aug_users, augmented actions of a
                          sample of training users: learec.env.aug_sample)
+    usage.jsonl          wall time and peak memory of each stage that did work (learec.usage; `learec usage`)
 
 Each stage is skipped when its output exists and was made from the same inputs (a key in the file);
 otherwise it is (re)done. A killed stage resumes: LE training per epoch, labelling per shard of users. The
@@ -47,7 +48,7 @@ from learec.env.aug_sample import augmentation_sample
 from learec.env.curve import write_curve
 from learec.env.item_tokens import train_item_tokens
 from learec.env.eval_states import EVAL_STATES, write_eval_states
-from learec.env.label import LabelCache, label_transitions, load_label_cache
+from learec.env.label import LabelCache, cache_problem, label_transitions, load_label_cache
 from learec.env.model import LEModel, load_le_lm, log_popularity_prior, weights_hash
 from learec.env.report import (augmentation_diversity, augmentation_quality, le_quality, plot_quality,
                                popularity_ndcg, token_shift)
@@ -56,7 +57,8 @@ from learec.env.stages import (EVAL_STATES_STAGE, ITEM_TOKENS, LABELLING, LE_TRA
 from learec.env.train import subset_users, train_le_model, training_lengths, training_seconds
 from learec.errors import UserError
 from learec.rundir import exclusive_run_dir, log_to_file
-from learec.stages import State, check_saved_config
+from learec.stages import State, StageStatus, check_saved_config
+from learec.usage import recorded
 from learec.utils import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("learec")
@@ -133,6 +135,10 @@ class LERun:
             if not token_store.store_path(store_key).is_file():  # made before the store, or the store was emptied
                 token_store.put(store_key, status.found["embeddings"], status.found["report"])
             return status.found["embeddings"], status.found["report"]
+        with recorded(self.run_dir, ITEM_TOKENS.name):
+            return self._make_item_tokens(status, store_key)
+
+    def _make_item_tokens(self, status: StageStatus, store_key: str) -> tuple[torch.Tensor, dict[str, Any]]:
         path = ITEM_TOKENS.outputs(self.run_dir)[0]
         lm, tokenizer = self.lm()
         stored = token_store.fetch(store_key, self.data.n_items, lm.get_input_embeddings().weight.shape[1])
@@ -188,6 +194,13 @@ class LERun:
             done.unlink()
             train_state.unlink(missing_ok=True)
         barrier()  # no rank reads train_state.pt while rank 0 removes a stale one
+        with recorded(self.run_dir, LE_TRAINING.name):
+            self._train_model(model, key)
+        return model
+
+    def _train_model(self, model: LEModel, key: str) -> None:
+        le_dir = self.run_dir / "le"
+        done = LE_TRAINING.outputs(self.run_dir)[0]
         users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
         log.info("training the LE on %d users (%.0f%% of training users)", len(users),
                  100 * self.cfg.le.train.user_fraction)
@@ -205,7 +218,6 @@ class LERun:
             atomic_write_json(done, {"key": key, "weights": weights, "users": len(users), "history": history,
                                      "train_seconds": training_seconds(le_dir)})
         barrier()  # le/ is complete for every rank
-        return model
 
     def selection_users(self) -> np.ndarray | None:
         """The users ``le.train.steps`` picks its best weights on (None without that check): with
@@ -262,9 +274,17 @@ class LERun:
 
     def label(self, stop_after_shards: int | None = None) -> LabelCache | None:
         model = self.model(train=False)
-        return label_transitions(model, self.data.sequences, self.data.train, self.cfg.le.label, self.negatives,
-                                 self.cfg.le.model.window, self.run_dir / "label", self.label_fingerprint(model),
-                                 progress=_progress(self.cfg), stop_after_shards=stop_after_shards)
+        out_dir, fingerprint = LABELLING.outputs(self.run_dir)[0], self.label_fingerprint(model)
+        with self._recorded_if_made(LABELLING.name, out_dir, fingerprint):
+            return label_transitions(model, self.data.sequences, self.data.train, self.cfg.le.label, self.negatives,
+                                     self.cfg.le.model.window, out_dir, fingerprint, progress=_progress(self.cfg),
+                                     stop_after_shards=stop_after_shards)
+
+    def _recorded_if_made(self, stage: str, cache: Path, fingerprint: dict[str, Any]) -> contextlib.AbstractContextManager:
+        """Record the stage's usage (:mod:`learec.usage`) when its cache is to be made or resumed, not when a
+        complete one is only read."""
+        made = is_main() and cache_problem(cache, fingerprint) is not None
+        return recorded(self.run_dir, stage) if made else contextlib.nullcontext()
 
     def eval_states_fingerprint(self, model: LEModel) -> dict[str, Any]:
         return EVAL_STATES_STAGE.fingerprint(self.cfg, self.data, weights_hash(model))
@@ -276,14 +296,19 @@ class LERun:
         fingerprint = self.eval_states_fingerprint(model)
 
         def build() -> LabelCache:
-            return write_eval_states(model, self.data.sequences, {"val": self.data.val, "test": self.data.test},
-                                     self.cfg.le.model.window, self.cfg.le.label.batch_rows,
-                                     self.run_dir / EVAL_STATES, fingerprint, progress=_progress(self.cfg))
+            with self._recorded_if_made(EVAL_STATES_STAGE.name, self.run_dir / EVAL_STATES, fingerprint):
+                return write_eval_states(model, self.data.sequences, {"val": self.data.val, "test": self.data.test},
+                                         self.cfg.le.model.window, self.cfg.le.label.batch_rows,
+                                         self.run_dir / EVAL_STATES, fingerprint, progress=_progress(self.cfg))
 
         return main_first(build)
 
     # --- the quality report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
+        with recorded(self.run_dir, REPORT.name):
+            return self._report()
+
+    def _report(self) -> dict[str, Any]:
         model = self.model(train=False)
         le_users = subset_users(self.data.train.user, self.cfg.le.train.user_fraction, self.cfg.le.seed)
         metrics, rewards = le_quality(model, self.data.sequences, self.data.val, self.data.split.item_counts,

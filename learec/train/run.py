@@ -7,6 +7,7 @@ Run directory layout::
     checkpoints/       last.pt (resume point), best.pt (best validation weights)
     history.json       validation metrics per evaluation
     metrics.json       {"val": {...}, "test": {...}, ...}, written last
+    usage.jsonl        wall time and peak memory of the training (learec.usage; one line per invocation)
     le_cache.json      with lea.*: the key of the LE labels the run trains on (a relabelled cache is refused)
     test_ranks.npy     per-event test ranks (for paired significance tests)
 """
@@ -36,6 +37,7 @@ from learec.stages import State, check_saved_config
 from learec.train.checkpoints import load_trained_model
 from learec.train.outputs import metrics_file, train_status
 from learec.train.trainer import Trainer, epoch_batches
+from learec.usage import recorded
 from learec.utils import atomic_write_json, seed_everything
 
 if TYPE_CHECKING:
@@ -93,6 +95,12 @@ def _on_rank_device(cfg: Config) -> Config:
     if device == cfg.train.device:
         return cfg
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
+
+
+def usage_stage(cfg: Config) -> str:
+    """The stage name a training run's wall time and peak memory are recorded under (:mod:`learec.usage`):
+    runs of one backbone and objective, with or without LE inputs, are grouped by it."""
+    return f"train {cfg.model.backbone} {cfg.objective}{' +LE inputs' if cfg.lea.enabled else ''}"
 
 
 def _apply_threads(cfg: Config) -> None:
@@ -158,8 +166,9 @@ def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]
             log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
         log.info("training %s/%s on %s (%s): %d transitions, %d items", cfg.model.backbone, cfg.objective,
                  cfg.data.dataset, cfg.data.protocol, len(data.train), data.n_items)
-        trainer.fit()
-        metrics = trainer.final_metrics()
+        with recorded(run_dir, usage_stage(cfg)):
+            trainer.fit()
+            metrics = trainer.final_metrics()
         if distributed.is_main():
             atomic_write_json(metrics_file(run_dir), metrics)
         distributed.barrier()  # the run is finished for every rank once metrics.json exists
