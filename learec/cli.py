@@ -376,12 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("usage", help="wall time and peak memory of the stages of run directories (LE stages, "
                        "training runs), as they recorded them", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Every stage that does work appends its wall time and peak resident memory to "
-                       "usage.jsonl in its run directory\n(item tokens, LE training, labelling, eval states, "
-                       "LE report, each training run); a resumed stage adds its seconds.\n"
-                       "Peak memory is the stage's own on Linux (the process's high-water mark reset at its start).\n"
-                       "By default one row per stage name (training runs are named by backbone and objective);\n"
-                       "--each lists every run directory. E.g. `learec usage runs/lea-scientific`.")
+                       description="Every stage that makes its output appends its wall time and peak resident "
+                       "memory (and GPU memory on a GPU)\nto usage.jsonl in its run directory (item tokens, LE "
+                       "training, labelling, eval states, LE report,\neach training run). A resumed stage adds its "
+                       "seconds; a stage made again from scratch starts a new count;\na stage whose output is "
+                       "current records nothing. Peak memory is the stage's own on Linux (the process's\n"
+                       "high-water mark is reset at its start).\n"
+                       "By default one row per stage name: a grid's runs are grouped by cell without the seed "
+                       "(train sasrec-snqn),\nruns copied with --reuse and hidden folders (.stale) are left out. "
+                       "--each lists every run directory.\nE.g. `learec usage runs/lea-scientific`.")
     p.add_argument("paths", nargs="+", metavar="DIR", help="run directories, or folders searched for them")
     p.add_argument("--each", action="store_true", help="one row per run directory and stage")
     p.set_defaults(func=cmd_usage)

@@ -173,7 +173,8 @@ def run_pipeline(path: str | Path, workers: int = 1, threads: int | None = None,
     print(f"[4/4] report -> {report_dir}")
     build_report([grid.out], report_dir, le_run=le_run_dir)
     print(f"report: {report_dir / 'report.md'} and {report_dir / 'report.html'}")
-    print(f"wall time and peak memory by stage (`learec usage {le_run_dir} {grid.out}`; --each for every run):")
+    print(f"what making the current outputs cost, by stage, over every session that worked on them "
+          f"(`learec usage {le_run_dir} {grid.out}`; --each for every run):")
     print(usage_table(find_usage([le_run_dir, grid.out])))
     return report_dir
 

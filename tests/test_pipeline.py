@@ -13,6 +13,7 @@ import torch
 from learec.cli import main
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
+from learec.usage import find_usage, read_usage
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -34,7 +35,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _mtimes(out: Path) -> dict[str, int]:
     files = [out / "le" / "le" / "heads.pt", out / "le" / "label" / "manifest.json", out / "le" / "le_report.json",
-             *sorted(out.glob("*-seed*/metrics.json"))]
+             *sorted(out.glob("*-seed*/metrics.json")), *sorted(out.rglob("usage.jsonl"))]  # a no-op records nothing
     return {str(f.relative_to(out)): f.stat().st_mtime_ns for f in files}
 
 
@@ -132,6 +133,9 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     assert redone == {"snqn+sm-seed0", "snqn+sm+actor-seed0", "snqn+rm-seed0", "snqn+lea-seed0",
                       "sa2c+sm+rm+lea-seed0"}
     assert len(list((out / ".stale").iterdir())) == 5  # the old ones are kept aside, not deleted
+    # the usage figures are those of the current outputs: the retrained LE counts once, the stale runs not at all
+    assert {u.stage: u.invocations for u in read_usage(out / "le")}["LE training"] == 1
+    assert len([u for u in find_usage([out]) if u.stage.startswith("train ")]) == 8
 
 
 @pytest.mark.slow

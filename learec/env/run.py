@@ -58,7 +58,7 @@ from learec.env.train import subset_users, train_le_model, training_lengths, tra
 from learec.errors import UserError
 from learec.rundir import exclusive_run_dir, log_to_file
 from learec.stages import State, StageStatus, check_saved_config
-from learec.usage import recorded
+from learec.usage import StageRecord, recorded
 from learec.utils import atomic_torch_save, atomic_write_json
 
 log = logging.getLogger("learec")
@@ -135,10 +135,11 @@ class LERun:
             if not token_store.store_path(store_key).is_file():  # made before the store, or the store was emptied
                 token_store.put(store_key, status.found["embeddings"], status.found["report"])
             return status.found["embeddings"], status.found["report"]
-        with recorded(self.run_dir, ITEM_TOKENS.name):
-            return self._make_item_tokens(status, store_key)
+        with recorded(self.run_dir, ITEM_TOKENS.name) as record:
+            return self._make_item_tokens(status, store_key, record)
 
-    def _make_item_tokens(self, status: StageStatus, store_key: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _make_item_tokens(self, status: StageStatus, store_key: str,
+                          record: StageRecord) -> tuple[torch.Tensor, dict[str, Any]]:
         path = ITEM_TOKENS.outputs(self.run_dir)[0]
         lm, tokenizer = self.lm()
         stored = token_store.fetch(store_key, self.data.n_items, lm.get_input_embeddings().weight.shape[1])
@@ -148,6 +149,7 @@ class LERun:
         if stored is not None:  # made by another LE run from the same inputs
             emb, report = stored["embeddings"], stored["report"]
             log.info("item tokens: reused from %s", token_store.store_path(store_key))
+            record.skip()  # a copy: their cost was recorded where they were trained
         else:
             torch.manual_seed(self.cfg.le.seed)
             log.info("training item tokens for %d items", self.data.n_items)
@@ -194,7 +196,9 @@ class LERun:
             done.unlink()
             train_state.unlink(missing_ok=True)
         barrier()  # no rank reads train_state.pt while rank 0 removes a stale one
-        with recorded(self.run_dir, LE_TRAINING.name):
+        # a partial run resumes from train_state.pt when made from the same inputs (train_le_model)
+        resumes = status is not None and status.state is State.PARTIAL
+        with recorded(self.run_dir, LE_TRAINING.name, fresh=not resumes):
             self._train_model(model, key)
         return model
 
@@ -275,16 +279,19 @@ class LERun:
     def label(self, stop_after_shards: int | None = None) -> LabelCache | None:
         model = self.model(train=False)
         out_dir, fingerprint = LABELLING.outputs(self.run_dir)[0], self.label_fingerprint(model)
-        with self._recorded_if_made(LABELLING.name, out_dir, fingerprint):
+        with self._recorded_if_made(LABELLING.name, out_dir, fingerprint, resumable=True):
             return label_transitions(model, self.data.sequences, self.data.train, self.cfg.le.label, self.negatives,
                                      self.cfg.le.model.window, out_dir, fingerprint, progress=_progress(self.cfg),
                                      stop_after_shards=stop_after_shards)
 
-    def _recorded_if_made(self, stage: str, cache: Path, fingerprint: dict[str, Any]) -> contextlib.AbstractContextManager:
-        """Record the stage's usage (:mod:`learec.usage`) when its cache is to be made or resumed, not when a
-        complete one is only read."""
-        made = is_main() and cache_problem(cache, fingerprint) is not None
-        return recorded(self.run_dir, stage) if made else contextlib.nullcontext()
+    def _recorded_if_made(self, stage: str, cache: Path, fingerprint: dict[str, Any],
+                          resumable: bool = False) -> contextlib.AbstractContextManager:
+        """Record the stage's usage (:mod:`learec.usage`) when its cache is to be made, or with ``resumable``
+        resumed (an incomplete one), not when a complete one is only read."""
+        problem = cache_problem(cache, fingerprint) if is_main() else None
+        if problem is None:
+            return contextlib.nullcontext()
+        return recorded(self.run_dir, stage, fresh=not (resumable and problem == "incomplete"))
 
     def eval_states_fingerprint(self, model: LEModel) -> dict[str, Any]:
         return EVAL_STATES_STAGE.fingerprint(self.cfg, self.data, weights_hash(model))

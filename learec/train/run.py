@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -97,9 +98,13 @@ def _on_rank_device(cfg: Config) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device})})
 
 
-def usage_stage(cfg: Config) -> str:
-    """The stage name a training run's wall time and peak memory are recorded under (:mod:`learec.usage`):
-    runs of one backbone and objective, with or without LE inputs, are grouped by it."""
+def usage_stage(cfg: Config, run_dir: Path) -> str:
+    """The stage name a training run's wall time and peak memory are recorded under (:mod:`learec.usage`),
+    which ``learec usage`` groups runs by: a grid cell's name without its seed (``sasrec-snqn+lea-seed3``:
+    ``train sasrec-snqn+lea``), else the run's backbone and objective."""
+    cell = re.fullmatch(r"(.+)-seed\d+", run_dir.name)
+    if cell:
+        return f"train {cell.group(1)}"
     return f"train {cfg.model.backbone} {cfg.objective}{' +LE inputs' if cfg.lea.enabled else ''}"
 
 
@@ -151,29 +156,34 @@ def _train_in(cfg: Config | None, run_dir: Path, resume: bool) -> dict[str, Any]
         _apply_threads(cfg)
         if distributed.is_main():
             cfg.save(run_dir / "config.yaml")
-        cfg = run_cfg
-        seed_everything(cfg.seed)
-        data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
-        le_inputs = le_inputs_for(cfg, data)
-        if le_inputs is not None:
-            check_le_cache(run_dir, le_inputs, pin=True)
-        if cfg.lea.state_to_actor:  # fail now rather than at the first validation
-            for split in ("val", "test"):
-                le_inputs.eval_features(split)
-        objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
-        trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
-        if resume and trainer.load_checkpoint():
-            log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
-        log.info("training %s/%s on %s (%s): %d transitions, %d items", cfg.model.backbone, cfg.objective,
-                 cfg.data.dataset, cfg.data.protocol, len(data.train), data.n_items)
-        with recorded(run_dir, usage_stage(cfg)):
-            trainer.fit()
-            metrics = trainer.final_metrics()
-        if distributed.is_main():
-            atomic_write_json(metrics_file(run_dir), metrics)
-        distributed.barrier()  # the run is finished for every rank once metrics.json exists
-        log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
-        return metrics
+        fresh = train_status(run_dir).state is not State.PARTIAL  # else its checkpoint is resumed below
+        with recorded(run_dir, usage_stage(run_cfg, run_dir), fresh=fresh):
+            return _fit(run_cfg, run_dir, resume)
+
+
+def _fit(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Data, objective and trainer for ``cfg``, trained (from its checkpoint with ``resume``) and evaluated."""
+    seed_everything(cfg.seed)
+    data = distributed.main_first(lambda: prepare(cfg.data, log=log.info))  # rank 0 prepares
+    le_inputs = le_inputs_for(cfg, data)
+    if le_inputs is not None:
+        check_le_cache(run_dir, le_inputs, pin=True)
+    if cfg.lea.state_to_actor:  # fail now rather than at the first validation
+        for split in ("val", "test"):
+            le_inputs.eval_features(split)
+    objective = objective_for(cfg, data, le_inputs.state_dim if le_inputs is not None else 0)
+    trainer = Trainer(cfg, data, objective, run_dir, le_inputs)
+    if resume and trainer.load_checkpoint():
+        log.info("resumed from epoch %d, step %d", trainer.progress.epoch, trainer.progress.step_in_epoch)
+    log.info("training %s/%s on %s (%s): %d transitions, %d items", cfg.model.backbone, cfg.objective,
+             cfg.data.dataset, cfg.data.protocol, len(data.train), data.n_items)
+    trainer.fit()
+    metrics = trainer.final_metrics()
+    if distributed.is_main():
+        atomic_write_json(metrics_file(run_dir), metrics)
+    distributed.barrier()  # the run is finished for every rank once metrics.json exists
+    log.info("test: %s", {k: round(v, 4) for k, v in metrics["test"].items() if "@" in k})
+    return metrics
 
 
 def evaluate_run(run_dir: Path, split: str = "test", overrides: list[str] | None = None,
