@@ -105,8 +105,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_problem(path: Path, fingerprint: dict[str, Any] | None = None) -> str | None:
-    """Why the cache at ``path`` cannot be used (missing, incomplete, stale, corrupt), or None if it can."""
+def cache_problem(path: Path, fingerprint: dict[str, Any] | None = None, verify: bool = True) -> str | None:
+    """Why the cache at ``path`` cannot be used (missing, incomplete, stale, corrupt), or None if it can;
+    without ``verify`` the arrays' checksums are not read (a cheap look at the manifest alone)."""
     mpath = path / MANIFEST
     if not mpath.is_file():
         return "missing"
@@ -118,7 +119,7 @@ def cache_problem(path: Path, fingerprint: dict[str, Any] | None = None) -> str 
         return "stale (made by another LM, LE, data or labelling config)"
     if not manifest.get("complete"):
         return "incomplete"
-    for name, digest in manifest.get("checksums", {}).items():
+    for name, digest in manifest.get("checksums", {}).items() if verify else ():
         file = path / f"{name}.npy"
         if not file.is_file() or _sha256(file) != digest:
             return f"corrupt ({name}.npy does not match its checksum)"

@@ -287,8 +287,10 @@ class LERun:
     def _recorded_if_made(self, stage: str, cache: Path, fingerprint: dict[str, Any],
                           resumable: bool = False) -> contextlib.AbstractContextManager:
         """Record the stage's usage (:mod:`learec.usage`) when its cache is to be made, or with ``resumable``
-        resumed (an incomplete one), not when a complete one is only read."""
-        problem = cache_problem(cache, fingerprint) if is_main() else None
+        resumed (an incomplete one), not when a complete one is only read. The manifest decides, without
+        hashing the arrays a second time (the stage verifies them): a complete cache rebuilt because an array
+        was damaged is not recorded, and its first making's figures stand."""
+        problem = cache_problem(cache, fingerprint, verify=False) if is_main() else None
         if problem is None:
             return contextlib.nullcontext()
         return recorded(self.run_dir, stage, fresh=not (resumable and problem == "incomplete"))
