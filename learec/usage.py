@@ -78,9 +78,11 @@ class StageRecord:
 
 def _append(path: Path, line: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as out:
-        out.seek(0, 2)
-        torn = out.tell() > 0 and (out.seek(-1, 2), out.read(1))[1] != b"\n"  # a line cut off by a kill
+    with open(path, "a+b") as out:  # appends go to the end whatever was read
+        torn = False
+        if out.seek(0, 2):
+            out.seek(-1, 2)
+            torn = out.read(1) != b"\n"  # a line cut off by a kill: ours starts on a line of its own
         out.write((("\n" if torn else "") + json.dumps(line) + "\n").encode())
 
 
@@ -147,7 +149,8 @@ def read_usage(run_dir: Path) -> list[StageUsage]:
     for text in path.read_text().splitlines() if path.is_file() else []:
         try:
             line = json.loads(text)
-            stage, _, _ = line["stage"], float(line["seconds"]), float(line["peak_mib"])
+            stage = str(line["stage"])
+            line["seconds"], line["peak_mib"] = float(line["seconds"]), float(line["peak_mib"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
         if line.get("fresh", True):
@@ -157,8 +160,8 @@ def read_usage(run_dir: Path) -> list[StageUsage]:
     found = []
     for stage, lines in stages.items():
         gpu = [x["gpu_peak_mib"] for x in lines if x.get("gpu_peak_mib") is not None]
-        found.append(StageUsage(Path(run_dir), stage, sum(float(x["seconds"]) for x in lines),
-                                max(float(x["peak_mib"]) for x in lines), max(gpu) if gpu else None, len(lines),
+        found.append(StageUsage(Path(run_dir), stage, sum(x["seconds"] for x in lines),
+                                max(x["peak_mib"] for x in lines), max(gpu) if gpu else None, len(lines),
                                 bool(lines[-1].get("completed")), int(lines[-1].get("threads", 0)),
                                 any(x.get("peak_scope") == "process" for x in lines), str(lines[0].get("ended", "")),
                                 reused))
