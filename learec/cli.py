@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from learec.errors import UserError
+from learec.interrupt import Terminated, sigterm_as_interrupt
 
 EPILOG = "Every subcommand has its own --help. Data live under $LEAREC_DATA_DIR (default ~/.cache/learec)."
 
@@ -495,28 +496,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
-        if distributed:  # torchrun ... -m learec: join the process group (learec.distributed)
-            if args.func not in DISTRIBUTED_COMMANDS:
-                name = args.func.__name__.removeprefix("cmd_").replace("_", " ")
-                raise UserError(f"`learec {name}` does not run under torchrun (WORLD_SIZE is set)",
-                                "torchrun runs: learec train, evaluate, env train, env label, env report; "
-                                "run grid/pipeline as one process (they start one process per run)")
-            from learec.distributed import init_from_env, is_main
+        with sigterm_as_interrupt():  # kill, timeout and schedulers stop a command as Ctrl-C does
+            if distributed:  # torchrun ... -m learec: join the process group (learec.distributed)
+                if args.func not in DISTRIBUTED_COMMANDS:
+                    name = args.func.__name__.removeprefix("cmd_").replace("_", " ")
+                    raise UserError(f"`learec {name}` does not run under torchrun (WORLD_SIZE is set)",
+                                    "torchrun runs: learec train, evaluate, env train, env label, env report; "
+                                    "run grid/pipeline as one process (they start one process per run)")
+                from learec.distributed import init_from_env, is_main
 
-            init_from_env()
-            if not is_main():  # one rank speaks
-                sys.stdout = open(os.devnull, "w")
-        args.func(args)
-        if distributed:  # no rank tears its connections down while another still finishes (gloo aborts then)
-            from learec.distributed import barrier
+                init_from_env()
+                if not is_main():  # one rank speaks
+                    sys.stdout = open(os.devnull, "w")
+            args.func(args)
+            if distributed:  # no rank tears its connections down while another still finishes (gloo aborts then)
+                from learec.distributed import barrier
 
-            barrier()
+                barrier()
     except UserError as err:
         print(f"learec: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"learec: interrupted; {_resume_hint(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how = "terminated" if isinstance(err, Terminated) else "interrupted"
+        print(f"learec: {how}; {_resume_hint(args)}", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130  # the shell's codes for SIGTERM and SIGINT
     finally:
         if distributed:
             from learec.distributed import shutdown

@@ -2,9 +2,9 @@
 ``learec usage``: what a stage costs on the machine at hand, without sampling it from outside.
 
 Each stage that makes its output (item tokens, LE training, labelling, eval states, the LE report, a training
-run) appends one line to ``usage.jsonl`` in its run directory when it ends, also when an exception or Ctrl-C
-stops it (``completed: false``); a process killed by a signal (SIGTERM, SIGKILL) writes no line, so the time
-it had spent is missing from the sum. A stage that starts afresh (nothing to resume, or its old output was
+run) appends one line to ``usage.jsonl`` in its run directory when it ends, also when an exception, Ctrl-C or
+SIGTERM (learec.interrupt) stops it (``completed: false``); a process killed by SIGKILL writes no line, so the
+time it had spent is missing from the sum. A stage that starts afresh (nothing to resume, or its old output was
 made from other inputs) marks its line ``fresh``, and :func:`read_usage` adds up the seconds from a stage's
 last fresh line on: what the current output cost, resumed parts included, not what outputs made before it
 cost. A stage whose output is current records nothing.

@@ -186,9 +186,16 @@ def test_grid_runs_do_not_inherit_torchrun_environment(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    monkeypatch.setattr(grid.subprocess, "run",
-                        lambda cmd, stdout, stderr, env: seen.update(env) or subprocess.CompletedProcess(cmd, 0))
-    assert grid._run_cell(tmp_path, quiet=True) == 0
+
+    class Finished:  # a cell process that has ended well
+        def __init__(self, cmd, stdout, stderr, env):
+            seen.update(env)
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(grid.subprocess, "Popen", Finished)
+    assert grid._CellProcesses().run(tmp_path, quiet=True) == 0
     assert "WORLD_SIZE" not in seen and "MASTER_PORT" not in seen and "PATH" in seen
 
 

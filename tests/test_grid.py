@@ -1,7 +1,13 @@
 """Grids: the product of axes runs once per cell, finished cells are skipped, the table and the paired test."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,3 +350,51 @@ def test_a_pipeline_run_without_le_cache_json_is_matched_by_the_key_in_its_confi
     status = {line.split()[1]: line.split(None, 2)[0] for line in lines if line.startswith("  ")}
     assert status == {"b": "reuse", "c": "stale"}
     assert any(f"LE labels: trained on remade-since, lea.cache now holds {key_c}" in line for line in lines)
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The pids whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_terminated_grid_ends_its_running_cell_and_starts_no_other(tmp_path, monkeypatch):
+    """SIGTERM to the grid process alone (as `kill PID` or a scheduler sends it): the running cell ends as on
+    Ctrl-C, recording what its stage spent, and the queued cells never start."""
+    monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
+    generate_synthetic_log(raw_dir("synthetic"), n_users=200, n_items=30)
+    (tmp_path / "base.yaml").write_text(
+        "data: {dataset: synthetic, protocol: sqn, history: 4}\nmodel: {backbone: gru4rec, hidden: 8}\n"
+        "train: {epochs: 100000, patience: 100000, batch_size: 16, threads: 1, progress: false}\n")
+    out = tmp_path / "out"
+    (tmp_path / "grid.yaml").write_text(f"base: base.yaml\nout: {out}\naxes: {{seed: [0, 1, 2]}}\n")
+    grid = subprocess.Popen([sys.executable, "-m", "learec", "grid", "--config", str(tmp_path / "grid.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        log = out / "seed0" / "train.log"
+        deadline = time.time() + 180
+        while not (log.is_file() and "epoch 2:" in log.read_text()) and time.time() < deadline:
+            assert grid.poll() is None, grid.stderr.read()
+            time.sleep(0.1)
+        grid.send_signal(signal.SIGTERM)
+        _, err = grid.communicate(timeout=120)
+        assert grid.returncode == 143
+        assert "learec: terminated; the same command continues where it stopped" in err
+        assert not _processes_naming(str(out / "seed0")), "the running cell outlived its grid"
+        lines = [json.loads(line) for line in (out / "seed0" / "usage.jsonl").read_text().splitlines()]
+        assert len(lines) == 1 and lines[0]["stage"].startswith("train") and lines[0]["completed"] is False
+        assert lines[0]["seconds"] > 0
+        assert not (out / "seed0" / "metrics.json").exists()
+        assert not (out / "seed1" / "train.log").exists() and not (out / "seed2" / "train.log").exists()
+    finally:
+        if grid.poll() is None:
+            os.killpg(grid.pid, signal.SIGKILL)
+        for pid in _processes_naming(str(out)):
+            os.kill(pid, signal.SIGKILL)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -21,17 +22,57 @@ from learec.grid.cells import Grid, load_grid
 from learec.grid.plan import plan_grid, print_plan
 from learec.grid.results import write_cells, write_table
 
+STOPPED = 130  # the exit status given to a cell that a stopped grid did not start
 TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
                 "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
-def _run_cell(run_dir: Path, quiet: bool) -> int:
-    """Each cell runs in its own process (its own threads and memory), resuming whatever is there."""
-    cmd = [sys.executable, "-m", "learec", "train", "--resume", "--run-dir", str(run_dir)]
-    # a run is one process: it must not join a process group its parent's environment describes
-    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    with open(run_dir / "stdout.log", "a") as out:
-        return subprocess.run(cmd, stdout=out, stderr=out if quiet else None, env=env).returncode
+class _CellProcesses:
+    """The ``learec train`` processes of the cells now running. When the grid is stopped (Ctrl-C, SIGTERM)
+    :meth:`stop` ends them and no further cell starts: the thread pool alone would start every queued cell
+    while it waited for the running ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._stopping = False
+
+    def run(self, run_dir: Path, quiet: bool) -> int:
+        """Run one cell in its own process (its own threads and memory), resuming whatever is there."""
+        cmd = [sys.executable, "-m", "learec", "train", "--resume", "--run-dir", str(run_dir)]
+        # a run is one process: it must not join a process group its parent's environment describes
+        env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+        with open(run_dir / "stdout.log", "a") as out:
+            with self._lock:
+                if self._stopping:
+                    return STOPPED
+                proc = subprocess.Popen(cmd, stdout=out, stderr=out if quiet else None, env=env)
+                self._running.add(proc)
+            try:
+                return proc.wait()
+            finally:
+                with self._lock:
+                    self._running.discard(proc)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Start no more cells; give the running ones ``grace_s`` seconds to end on a Ctrl-C that reached
+        them too, then send SIGTERM, on which a run ends as on Ctrl-C (learec.interrupt), its checkpoints
+        and stage record kept."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._running)
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a run that does not end on SIGTERM within a minute
+                proc.kill()
+                proc.wait()
 
 
 def _copy_run(source: Path, run_dir: Path, cfg: Config | None = None) -> None:
@@ -95,11 +136,18 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
     print(f"grid {path}: {len(plans)} runs, {len(plans) - len(todo)} already finished, {len(todo)} to run -> {out}")
     write_cells(grid)  # a report made while the grid runs finds its cells
     failed = []
+    cells = _CellProcesses()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_cell, p.run_dir, workers > 1): p.run_dir for p in todo}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run", disable=None):
-            if future.result() != 0:
-                failed.append(str(futures[future]))
+        try:
+            futures = {pool.submit(cells.run, p.run_dir, workers > 1): p.run_dir for p in todo}
+            for future in tqdm(as_completed(futures), total=len(futures), desc="grid runs", unit="run",
+                               disable=None):
+                if future.result() != 0:
+                    failed.append(str(futures[future]))
+        except BaseException:  # Ctrl-C, SIGTERM: the queued cells never start, the running ones end
+            pool.shutdown(wait=False, cancel_futures=True)
+            cells.stop()
+            raise
     write_table(grid)
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {failed}", "see stdout.log / train.log in each run directory")
