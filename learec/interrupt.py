@@ -3,7 +3,9 @@
 Schedulers, `timeout`, `kill` and the end of a shell session stop a process with SIGTERM, whose default
 action ends it on the spot: no stage records what it spent (learec.usage), no file being written is
 cleaned up, and a grid's cell processes go on without it. Raised as :class:`Terminated` (a
-KeyboardInterrupt) instead, it unwinds like Ctrl-C: every stage, atomic write and grid sees it.
+KeyboardInterrupt) instead, it unwinds like Ctrl-C: every stage, atomic write and grid sees it. The first
+SIGTERM starts that stop and later ones are ignored, so that a second signal (a grid passing the stop on to
+its cells, a repeated `kill`) cannot cut the clean-up short; SIGKILL still ends the process at once.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one orderly stop: the next SIGTERM does not interrupt it
     raise Terminated()
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread; the handler before it is
-    restored after. Elsewhere than in the main thread (where Python cannot set handlers) it does nothing."""
+    restored after (where Python can name it). Outside the main thread (where Python cannot set handlers)
+    it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -33,4 +37,5 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: a handler set from C, which Python cannot put back
+            signal.signal(signal.SIGTERM, previous)

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -220,3 +222,23 @@ def test_data_name_must_match_the_configs_dataset(data_dir, capsys, tmp_path):
         err = _user_error(capsys, ["data", action, "mydata", "--config", str(config)])
         assert "differs from data.dataset 'products'" in err and f"learec data {action} products" in err
     assert not (data_dir / "prepared").exists() or not any((data_dir / "prepared").iterdir())
+
+
+def test_sigterm_raises_terminated_once_and_the_handler_before_is_restored():
+    from learec.interrupt import Terminated, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned_up = []
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # interrupted: the handler raises at once
+            except Terminated:
+                # the clean-up after the first SIGTERM: a second one does not cut it short
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                cleaned_up.append(True)
+                raise
+    assert cleaned_up == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -365,9 +365,11 @@ def _processes_naming(text: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_terminated_grid_ends_its_running_cell_and_starts_no_other(tmp_path, monkeypatch):
-    """SIGTERM to the grid process alone (as `kill PID` or a scheduler sends it): the running cell ends as on
-    Ctrl-C, recording what its stage spent, and the queued cells never start."""
+@pytest.mark.parametrize("stop", ["sigterm_to_the_grid_alone", "ctrl_c_to_the_whole_group"])
+def test_a_stopped_grid_ends_its_running_cell_and_starts_no_other(tmp_path, monkeypatch, stop):
+    """SIGTERM to the grid process alone (as `kill PID` or a scheduler sends it), or Ctrl-C (SIGINT to the
+    terminal's whole process group): the running cell ends, recording what its stage spent, and the queued
+    cells never start (with Ctrl-C the thread pool used to start each of them in turn)."""
     monkeypatch.setenv("LEAREC_DATA_DIR", str(tmp_path / "data"))
     generate_synthetic_log(raw_dir("synthetic"), n_users=200, n_items=30)
     (tmp_path / "base.yaml").write_text(
@@ -383,10 +385,14 @@ def test_a_terminated_grid_ends_its_running_cell_and_starts_no_other(tmp_path, m
         while not (log.is_file() and "epoch 2:" in log.read_text()) and time.time() < deadline:
             assert grid.poll() is None, grid.stderr.read()
             time.sleep(0.1)
-        grid.send_signal(signal.SIGTERM)
+        if stop == "sigterm_to_the_grid_alone":
+            grid.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(grid.pid, signal.SIGINT)
         _, err = grid.communicate(timeout=120)
-        assert grid.returncode == 143
-        assert "learec: terminated; the same command continues where it stopped" in err
+        how, code = ("terminated", 143) if stop == "sigterm_to_the_grid_alone" else ("interrupted", 130)
+        assert grid.returncode == code
+        assert f"learec: {how}; the same command continues where it stopped" in err
         assert not _processes_naming(str(out / "seed0")), "the running cell outlived its grid"
         lines = [json.loads(line) for line in (out / "seed0" / "usage.jsonl").read_text().splitlines()]
         assert len(lines) == 1 and lines[0]["stage"].startswith("train") and lines[0]["completed"] is False

@@ -20,6 +20,7 @@ from learec.data.prepared import prepare
 from learec.errors import UserError
 from learec.grid.cells import Grid, load_grid
 from learec.grid.plan import plan_grid, print_plan
+from learec.interrupt import Terminated
 from learec.grid.results import write_cells, write_table
 
 STOPPED = 130  # the exit status given to a cell that a stopped grid did not start
@@ -42,37 +43,43 @@ class _CellProcesses:
         cmd = [sys.executable, "-m", "learec", "train", "--resume", "--run-dir", str(run_dir)]
         # a run is one process: it must not join a process group its parent's environment describes
         env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-        with open(run_dir / "stdout.log", "a") as out:
-            with self._lock:
-                if self._stopping:
-                    return STOPPED
+        with self._lock:
+            if self._stopping:
+                return STOPPED
+            with open(run_dir / "stdout.log", "a") as out:  # the child holds its own copy of the handle
                 proc = subprocess.Popen(cmd, stdout=out, stderr=out if quiet else None, env=env)
-                self._running.add(proc)
-            try:
-                return proc.wait()
-            finally:
-                with self._lock:
-                    self._running.discard(proc)
+            self._running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """Start no more cells; give the running ones ``grace_s`` seconds to end on a Ctrl-C that reached
-        them too, then send SIGTERM, on which a run ends as on Ctrl-C (learec.interrupt), its checkpoints
-        and stage record kept."""
+    def stop(self, grace_s: float) -> None:
+        """Start no more cells and end the running ones: give them ``grace_s`` seconds to end by themselves
+        (a Ctrl-C reaches them too), then send SIGTERM, on which a run ends as on Ctrl-C (learec.interrupt),
+        its checkpoints and stage record kept. Stopped again meanwhile, it sends SIGTERM to all at once."""
         with self._lock:
             self._stopping = True
             running = list(self._running)
-        deadline = time.monotonic() + grace_s
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-        for proc in running:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # a run that does not end on SIGTERM within a minute
-                proc.kill()
-                proc.wait()
+        try:
+            deadline = time.monotonic() + grace_s
+            for proc in running:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+            for proc in running:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:  # a run that does not end on SIGTERM within a minute
+                    proc.kill()
+                    proc.wait()
+        except BaseException:  # a second Ctrl-C: no cell may outlive the grid, which now waits for them
+            for proc in running:
+                if proc.poll() is None:
+                    proc.terminate()
+            raise
 
 
 def _copy_run(source: Path, run_dir: Path, cfg: Config | None = None) -> None:
@@ -144,9 +151,10 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
                                disable=None):
                 if future.result() != 0:
                     failed.append(str(futures[future]))
-        except BaseException:  # Ctrl-C, SIGTERM: the queued cells never start, the running ones end
+        except BaseException as err:  # Ctrl-C, SIGTERM: the queued cells never start, the running ones end
             pool.shutdown(wait=False, cancel_futures=True)
-            cells.stop()
+            # a SIGTERM may have reached the grid alone (kill PID): its cells are told at once
+            cells.stop(grace_s=0.0 if isinstance(err, Terminated) else 5.0)
             raise
     write_table(grid)
     if failed:
