@@ -20,8 +20,8 @@ from learec.data.prepared import prepare
 from learec.errors import UserError
 from learec.grid.cells import Grid, load_grid
 from learec.grid.plan import plan_grid, print_plan
-from learec.interrupt import Terminated
 from learec.grid.results import write_cells, write_table
+from learec.interrupt import Terminated
 
 STOPPED = 130  # the exit status given to a cell that a stopped grid did not start
 TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
@@ -151,7 +151,7 @@ def run_grid(path: str | Path, workers: int = 1, threads: int | None = None, onl
                                disable=None):
                 if future.result() != 0:
                     failed.append(str(futures[future]))
-        except BaseException as err:  # Ctrl-C, SIGTERM: the queued cells never start, the running ones end
+        except BaseException as err:  # Ctrl-C, SIGTERM or an error: queued cells never start, running ones end
             pool.shutdown(wait=False, cancel_futures=True)
             # a SIGTERM may have reached the grid alone (kill PID): its cells are told at once
             cells.stop(grace_s=0.0 if isinstance(err, Terminated) else 5.0)
