@@ -517,9 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learec: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        how = "terminated" if isinstance(err, Terminated) else "interrupted"
-        print(f"learec: {how}; {_resume_hint(args)}", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130  # the shell's codes for SIGTERM and SIGINT
+        terminated = isinstance(err, Terminated)
+        print(f"learec: {'terminated' if terminated else 'interrupted'}; {_resume_hint(args)}", file=sys.stderr)
+        return 143 if terminated else 130  # the shell's codes for SIGTERM and SIGINT
     finally:
         if distributed:
             from learec.distributed import shutdown

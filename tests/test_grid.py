@@ -385,6 +385,7 @@ def test_a_stopped_grid_ends_its_running_cell_and_starts_no_other(tmp_path, monk
         while not (log.is_file() and "epoch 2:" in log.read_text()) and time.time() < deadline:
             assert grid.poll() is None, grid.stderr.read()
             time.sleep(0.1)
+        assert "epoch 2:" in log.read_text(), "the first cell did not get going within 3 minutes"
         if stop == "sigterm_to_the_grid_alone":
             grid.send_signal(signal.SIGTERM)
         else:
