@@ -6,6 +6,7 @@ In-process tests spawn two ranks joined by a file-based process group; end-to-en
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -251,6 +252,8 @@ def test_torchrun_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(data
     resumed = subprocess.run(_torchrun("train", "--resume", "--run-dir", str(killed)), env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from epoch 0" in (killed / "train.log").read_text()
+    # the first checkpoint is at step 4 of epoch 0, but a loaded machine may let the ranks run on before the
+    # kill lands: any checkpoint short of the end is a resume from the middle of the run
+    assert re.search(r"resumed from epoch [0-2], step \d+", (killed / "train.log").read_text())
     got, want = (json.loads((d / "metrics.json").read_text()) for d in (killed, tmp_path / "ref"))
     assert got["val"] == want["val"] and got["test"] == want["test"]
