@@ -132,12 +132,16 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     patience: int = Field(5, ge=0, description="stop after this many validations without improvement; 0 = never")
+    min_epochs: int = Field(0, ge=0, description="early stopping ends no run before this many epochs: a warm-up in "
+                            "which no improvement is expected (the best epoch is still tracked); 0 = none")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint mid-epoch; 0 = at epoch ends only")
     max_steps: int = Field(0, ge=0, description="end training after this many steps (smoke runs, benchmarks): "
                            "validated once there, then finished; 0 = no limit")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     device: str = Field("cpu", description="cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
     progress: bool = True
+    # added after the RL grids ran: runs keyed without it keep their keys
+    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"min_epochs"})
 
     @field_validator("device")
     @classmethod

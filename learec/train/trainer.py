@@ -212,7 +212,7 @@ class Trainer:
             p.bad_evals += 1
         log.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", p.epoch, self.cfg.eval.metric, value,
                  p.best_value, p.best_epoch)
-        if self.cfg.train.patience and p.bad_evals >= self.cfg.train.patience:
+        if self.cfg.train.patience and p.bad_evals >= self.cfg.train.patience and p.epoch >= self.cfg.train.min_epochs:
             p.stopped_early = True
             log.info("early stop: no improvement in %d validations", p.bad_evals)
 
