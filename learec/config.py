@@ -140,8 +140,6 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     device: str = Field("cpu", description="cpu, cuda (under torchrun: each rank's GPU), cuda:N or mps")
     progress: bool = True
-    # added after the RL grids ran: runs keyed without it keep their keys
-    keyed_when_set: ClassVar[frozenset[str]] = frozenset({"min_epochs"})
 
     @field_validator("device")
     @classmethod

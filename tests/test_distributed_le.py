@@ -42,6 +42,7 @@ def _ddp_le_worker(rank: int, root: str) -> None:
                              cfg.le.model.window, Path(root) / "le", seed=0)
     trainable = {k: v.clone() for k, v in model.state_dict().items() if "lora" in k or not k.startswith("lm.")}
     torch.save({"history": history, "hash": weights_hash(model), "weights": trainable}, f"{root}/rank{rank}.pt")
+    dist.barrier()  # no rank tears its connections down while another still works: gloo would abort it
     dist.destroy_process_group()
 
 

@@ -36,6 +36,13 @@ def _join(rank: int, world: int, store: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
 
 
+def _leave() -> None:
+    """As `learec`'s main does: no rank tears its connections down while another still works (gloo then
+    aborts that rank: "terminate called without an active exception", SIGABRT)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _eval_set(n: int = 203, n_items: int = 50, length: int = 6) -> EvalSet:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, length + 1, n).astype(np.int32)
@@ -62,7 +69,7 @@ def _sharded_eval_worker(rank: int, world: int, store: str, out: str) -> None:
     _join(rank, world, store)
     metrics, ranks = evaluate(_Scorer(), _eval_set(), ["click", "purchase"], [5, 10], batch_size=16)
     torch.save({"metrics": metrics, "ranks": ranks}, f"{out}.{rank}")
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_sharded_evaluation_equals_one_process(tmp_path):
@@ -79,7 +86,7 @@ def _ddp_train_worker(rank: int, world: int, store: str, out: str) -> None:
     _join(rank, world, store)
     for name in ("ce", "snqn", "sa2c", "snqn+sm+align"):
         _ddp_train(rank, world, name, f"{out}.{name}")
-    dist.destroy_process_group()
+    _leave()
 
 
 def _ddp_train(rank: int, world: int, objective_name: str, out: str) -> None:
