@@ -28,6 +28,7 @@ from markdown_it import MarkdownIt
 
 from learec.config import RESULT_NEUTRAL_SETTINGS, Config, load_config
 from learec.errors import UserError
+from learec.evaluate.run_users import users_from_configs
 from learec.evaluate.tables import axis_value_label, format_mean_std, group_label, mean_std, results_tables
 
 
@@ -49,7 +50,8 @@ def _load_grid_dir(grid_dir: Path) -> dict[str, Any]:
     # the table is computed from the runs finished now, not read from results.md, which the grid rewrites
     # only when it ends: a report made while the grid runs has the same tables as its curves
     _, table = results_tables(grid_dir, spec["axes"], spec.get("baseline") or {}, spec.get("compare") or {},
-                              [(cell["name"], cell["values"]) for cell in spec["cells"]])
+                              [(cell["name"], cell["values"]) for cell in spec["cells"]],
+                              event_users=users_from_configs())
     runs = []
     for cell in spec["cells"]:
         run_dir = grid_dir / cell["name"]

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from learec.cli import main
 from learec.config import RESULT_NEUTRAL_SETTINGS, load_config
 from learec.data.registry import raw_dir
 from learec.data.synthetic import generate_synthetic_log
 from learec.errors import UserError
+from learec.data.prepared import prepare
+from learec.evaluate.run_users import users_from_configs
 from learec.evaluate.significance import paired_test
 from learec.evaluate.tables import format_mean_std, results_tables
 from learec.grid import load_grid, plan_grid
@@ -32,6 +35,25 @@ def test_paired_test_identical_and_clearly_better():
     assert result["p"] < 1e-6
     with pytest.raises(ValueError):
         paired_test([ranks], [ranks[:10]])
+
+
+def test_paired_test_over_users_averages_each_users_events_first():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(12), rng.integers(1, 40, size=12))  # users with 1 to 39 events each
+    rng.shuffle(users)  # a user's events need not be adjacent
+    ranks_b = rng.integers(0, 30, size=len(users))
+    ranks_a = np.where(rng.random(len(users)) < 0.3, np.maximum(ranks_b - 8, 0), ranks_b)
+    result = paired_test([ranks_a], [ranks_b], "hr@10", users=users)
+    # the same test by hand: a loop over users, each user's hit rate on both sides
+    mean_a = [np.mean(ranks_a[users == u] < 10) for u in sorted(set(users))]
+    mean_b = [np.mean(ranks_b[users == u] < 10) for u in sorted(set(users))]
+    assert result["p_users"] == pytest.approx(stats.ttest_rel(mean_a, mean_b).pvalue)
+    assert result["p"] == pytest.approx(stats.ttest_rel((ranks_a < 10) * 1.0, (ranks_b < 10) * 1.0).pvalue)
+    assert result["p"] < result["p_users"]  # 12 users are fewer samples than their ~240 events
+    assert "p_users" not in paired_test([ranks_a], [ranks_b], "hr@10")
+    assert paired_test([ranks_b], [ranks_b], users=users)["p_users"] == 1.0
+    with pytest.raises(ValueError, match="event users"):
+        paired_test([ranks_a], [ranks_b], users=users[:-1])
 
 
 def _synthetic_base(tmp_path, monkeypatch, backbone: str, n_users: int) -> None:
@@ -76,14 +98,25 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     sqn_row = next(line for line in md.splitlines() if line.startswith("| sqn | 2 |"))
     header = md.splitlines()[0].strip("| ").split(" | ")
     assert header[2:5] == ["hr@5", "ndcg@5", "hr@10"] and header[8:10] == ["click/hr@5", "click/ndcg@5"]
-    assert sqn_row.count("±") == len(header) - 4  # mean ± std for every metric column (not Δ and p)
+    assert sqn_row.count("±") == len(header) - 5  # mean ± std for every metric column (not Δ and the two p)
     # the validation metric of each run's selected epoch, last of the metric columns, equal to metrics.json's
     assert header[header.index("p") - 2] == "val ndcg@10" and csv[0].endswith(",val_ndcg@10")
     val = [json.loads((out_dir / f"sqn-seed{s}" / "metrics.json").read_text())["val"]["ndcg@10"] for s in (0, 1)]
     cells = sqn_row.strip("| ").split(" | ")
     assert cells[header.index("val ndcg@10")] == format_mean_std(val)
-    p_value = float(sqn_row.rstrip(" |").split("|")[-1])
-    assert 0.0 <= p_value <= 1.0
+    p_value, p_users = (float(cells[header.index(name)]) for name in ("p", "p (users)"))
+    assert 0.0 <= p_value <= 1.0 and 0.0 <= p_users <= 1.0
+    # each run records its test events' users, in the order of its ranks: the test over users reads them
+    prepared_users = prepare(load_config(out_dir / "sqn-seed0" / "config.yaml").data).test.user
+    np.testing.assert_array_equal(np.load(out_dir / "sqn-seed0" / "test_users.npy"), prepared_users)
+    # runs made before they did get them from their config's data: the same test over users
+    for run in out_dir.glob("*-seed*"):
+        (run / "test_users.npy").unlink()
+    table_args = (out_dir, {"objective": ["ce", "sqn"], "seed": [0, 1]}, {"objective": "ce"}, {},
+                  [(f"{o}-seed{s}", {"objective": o, "seed": s}) for o in ("ce", "sqn") for s in (0, 1)])
+    assert results_tables(*table_args, event_users=users_from_configs())[1] == md
+    _, without = results_tables(*table_args)  # no users at all: no test over them
+    assert next(line for line in without.splitlines() if line.startswith("| sqn |")).endswith(" | – |")
     assert main(["report", str(out_dir), "--out", str(tmp_path / "report")]) == 0
     assert md.strip() in (tmp_path / "report" / "report.md").read_text()  # the grid's table, once it has ended
 

@@ -1,13 +1,14 @@
 """Results tables of a grid's finished runs: one CSV row per run, and a Markdown row per group of seeds with
-mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec
-report`` recomputes them from the runs finished so far; both read them from here, as do the report's plots
-for their labels and error bars."""
+mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests over test events and
+over test users (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec report`` recomputes them
+from the runs finished so far; both read them from here, as do the report's plots for their labels and error
+bars."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -43,12 +44,19 @@ def format_mean_std(values: list[float], bare_single: bool = False) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
+EventUsers = Callable[[Path], np.ndarray | None]
+
+
 def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], compare: dict[str, str],
-                   cells: list[tuple[str, dict[str, Any]]], metric: str = "ndcg@10") -> tuple[str, str]:
+                   cells: list[tuple[str, dict[str, Any]]], metric: str = "ndcg@10",
+                   event_users: EventUsers | None = None) -> tuple[str, str]:
     """The CSV (one row per finished run) and the Markdown table (mean ± std over seeds, and the paired
-    tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``."""
+    tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``.
+
+    The test over users reads each run's ``test_users.npy``; for a run without one (made before runs wrote
+    it), ``event_users(run_dir)`` may give them, and where neither does the column says ``–``."""
     axis_keys = list(axes)
-    rows, ranks = [], {}
+    rows, ranks, users = [], {}, {}
     for name, values in cells:
         mpath = out / name / "metrics.json"
         if mpath.is_file():
@@ -57,7 +65,9 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
             rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")},
                          **({f"val_{metric}": val[metric]} if metric in val else {})})
             if (out / name / "test_ranks.npy").is_file():
-                ranks[tuple(values[k] for k in axis_keys)] = np.load(out / name / "test_ranks.npy")
+                key = tuple(values[k] for k in axis_keys)
+                ranks[key] = np.load(out / name / "test_ranks.npy")
+                users[key] = _event_users(out / name, event_users)
     group_keys = [k for k in axis_keys if k != "seed"]
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
     prefixes = sorted({m.split("/")[0] for r in rows for m in r  # event types, e.g. click
@@ -71,10 +81,11 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
-    extra = [f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p"] if baseline else []
+    extra = ([f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p", "p (users)"]
+             if baseline else [])
     if compare:
         # the row's `compare` variant, named in its own column (usually the same method without the LE)
-        extra += ["compared with", f"Δ{metric} vs it", "p "]
+        extra += ["compared with", f"Δ{metric} vs it", "p ", "p (users) "]
     # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
     group_columns = len(group_keys) or 1
     shown = [f"val {m[len('val_'):]}" if m.startswith("val_") else m for m in metric_keys]
@@ -84,30 +95,44 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
         values = dict(zip(group_keys, key))
         cols = [format_mean_std([r[m] for r in rs if m in r]) for m in metric_keys]
         if baseline:
-            cols += _significance(values, baseline, rs, ranks, axis_keys, metric)
+            cols += _significance(values, baseline, rs, ranks, users, axis_keys, metric)
         if compare:
             other = compare.get(str(values.get("variant")))
-            cols += ([other, *_significance(values, {"variant": other}, rs, ranks, axis_keys, metric)] if other
-                     else ["", "", ""])
+            cols += ([other, *_significance(values, {"variant": other}, rs, ranks, users, axis_keys, metric)]
+                     if other else ["", "", "", ""])
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
 
-def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, axis_keys: list[str],
+def _event_users(run_dir: Path, fallback: EventUsers | None) -> np.ndarray | None:
+    path = run_dir / "test_users.npy"
+    if path.is_file():
+        return np.load(path)
+    return fallback(run_dir) if fallback else None
+
+
+def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, users: dict, axis_keys: list[str],
                   metric: str) -> list[str]:
-    """Δ and p of a group against its baseline group, paired over the seeds both have finished."""
+    """Δ, p over events and p over users of a group against its baseline group, paired over the seeds both
+    have finished. The Δ's star marks p < 0.05 over events."""
     if all(values.get(k) == v for k, v in baseline.items()):
-        return ["(baseline)", ""]
+        return ["(baseline)", "", ""]
     base_values = {**values, **baseline}
-    mine, theirs = [], []
+    mine, theirs, event_users = [], [], []
     for seed in [r.get("seed") for r in rows]:
-        a = ranks.get(tuple({**values, "seed": seed}[k] for k in axis_keys))
-        b = ranks.get(tuple({**base_values, "seed": seed}[k] for k in axis_keys))
-        if a is not None and b is not None:
-            mine.append(a)
-            theirs.append(b)
+        key_a = tuple({**values, "seed": seed}[k] for k in axis_keys)
+        key_b = tuple({**base_values, "seed": seed}[k] for k in axis_keys)
+        if ranks.get(key_a) is not None and ranks.get(key_b) is not None:
+            mine.append(ranks[key_a])
+            theirs.append(ranks[key_b])
+            event_users += [u for u in (users.get(key_a), users.get(key_b)) if u is not None]
     if not mine:
-        return ["–", "–"]
-    result = paired_test(mine, theirs, metric)
+        return ["–", "–", "–"]
+    # every run of a comparison ranks the same events, so they all name the same users; one that does not
+    # (another split) is an error, as are ranks of other lengths in paired_test
+    if any(not np.array_equal(u, event_users[0]) for u in event_users[1:]):
+        raise ValueError("the runs of a comparison were evaluated on different test users")
+    result = paired_test(mine, theirs, metric, users=event_users[0] if event_users else None)
     mark = "*" if result["p"] < 0.05 else ""
-    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}"]
+    p_users = f"{result['p_users']:.3g}" if "p_users" in result else "–"
+    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}", p_users]

@@ -279,5 +279,6 @@ class Trainer:
         test, test_ranks = self._evaluate("test")
         if distributed.is_main():
             atomic_save_npy(self.run_dir / "test_ranks.npy", test_ranks)  # per-event ranks, for paired significance tests
+            atomic_save_npy(self.run_dir / "test_users.npy", np.asarray(self.data.test.user))  # for the test over users
         return {"val": val, "test": test, "best_epoch": self.progress.best_epoch,
                 "epochs_run": self.progress.epoch, "stopped_early": self.progress.stopped_early}
