@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from learec.config import DataConfig
-from learec.data.prepared import prepare
+from learec.data.prepared import find_prepared, prepare
 from learec.data.preprocess import build_sequences, item_texts, kcore_filter
 from learec.data.raw import RawData, read_generic
 from learec.data.registry import DATASETS, get_spec, resolve_raw
@@ -587,6 +587,21 @@ def test_prepare_key_changes_with_config_and_raw_content(write_generic) -> None:
     # An unchanged config on the original content finds the original directory again.
     (raw_dir / "interactions.csv").write_text(TOY)
     assert prepare(DataConfig(dataset="toy", raw=str(raw_dir), history=2), log=quiet).path == base.path
+
+
+def test_find_prepared_reads_an_existing_cache_and_never_prepares(write_generic, data_home: Path) -> None:
+    raw_dir = write_generic(TOY)
+    cfg = DataConfig(dataset="toy", raw=str(raw_dir), protocol="loo", history=2)
+    assert find_prepared(cfg) is None and not (data_home / "prepared").exists()  # nothing made
+    made = prepare(cfg, log=lambda *_: None)
+    found = find_prepared(cfg)
+    assert found is not None and found.path == made.path
+    eq(found.test.user, made.test.user)
+    (raw_dir / "interactions.csv").write_text(TOY.replace("bob,9,5,", "bob,9,4,"))  # other raw data
+    assert find_prepared(cfg) is None
+    assert find_prepared(DataConfig(dataset="toy", protocol="loo", history=2)) is None  # own data, no raw
+    assert find_prepared(DataConfig(dataset="toy", raw=str(raw_dir.parent / "gone"), history=2)) is None
+    assert len(list((data_home / "prepared").iterdir())) == 1
 
 
 def test_prepare_empty_split_part_is_a_user_error(write_generic) -> None:

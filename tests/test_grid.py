@@ -37,21 +37,28 @@ def test_paired_test_identical_and_clearly_better():
         paired_test([ranks], [ranks[:10]])
 
 
-def test_paired_test_over_users_averages_each_users_events_first():
+def test_paired_test_clustered_by_user_against_a_hand_computation():
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(12), rng.integers(1, 40, size=12))  # users with 1 to 39 events each
     rng.shuffle(users)  # a user's events need not be adjacent
     ranks_b = rng.integers(0, 30, size=len(users))
-    ranks_a = np.where(rng.random(len(users)) < 0.3, np.maximum(ranks_b - 8, 0), ranks_b)
+    lift = rng.integers(0, 12, size=12)[users]  # each user's own gain: events of one user move together
+    ranks_a = np.maximum(ranks_b - lift, 0)
     result = paired_test([ranks_a], [ranks_b], "hr@10", users=users)
-    # the same test by hand: a loop over users, each user's hit rate on both sides
-    mean_a = [np.mean(ranks_a[users == u] < 10) for u in sorted(set(users))]
-    mean_b = [np.mean(ranks_b[users == u] < 10) for u in sorted(set(users))]
-    assert result["p_users"] == pytest.approx(stats.ttest_rel(mean_a, mean_b).pvalue)
+    # the same test by hand: the mean difference over events, its variance from each user's summed residuals
+    diff = (ranks_a < 10) * 1.0 - (ranks_b < 10) * 1.0
+    sums = [np.sum(diff[users == u] - diff.mean()) for u in sorted(set(users))]
+    se = np.sqrt(12 / 11 * np.sum(np.square(sums)) / len(diff) ** 2)
+    assert result["p_users"] == pytest.approx(2 * stats.t.sf(abs(diff.mean() / se), df=11))
+    assert result["diff"] == pytest.approx(diff.mean())  # the one difference both tests are of
     assert result["p"] == pytest.approx(stats.ttest_rel((ranks_a < 10) * 1.0, (ranks_b < 10) * 1.0).pvalue)
-    assert result["p"] < result["p_users"]  # 12 users are fewer samples than their ~240 events
+    assert result["p"] < result["p_users"]  # 12 users' gains are fewer samples than their ~240 events
+    # with one event per user the clustered test is the test over events
+    single = paired_test([ranks_a], [ranks_b], "hr@10", users=np.arange(len(users)))
+    assert single["p_users"] == pytest.approx(single["p"])
     assert "p_users" not in paired_test([ranks_a], [ranks_b], "hr@10")
     assert paired_test([ranks_b], [ranks_b], users=users)["p_users"] == 1.0
+    assert np.isnan(paired_test([ranks_a], [ranks_b], "hr@10", users=np.zeros_like(users))["p_users"])  # 1 user
     with pytest.raises(ValueError, match="event users"):
         paired_test([ranks_a], [ranks_b], users=users[:-1])
 
@@ -117,6 +124,9 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert results_tables(*table_args, event_users=users_from_configs())[1] == md
     _, without = results_tables(*table_args)  # no users at all: no test over them
     assert next(line for line in without.splitlines() if line.startswith("| sqn |")).endswith(" | – |")
+    # users that are not the run's events (its data prepared anew since) are dropped, not a failed table
+    _, mismatched = results_tables(*table_args, event_users=lambda run_dir: np.zeros(3, dtype=np.int32))
+    assert next(line for line in mismatched.splitlines() if line.startswith("| sqn |")).endswith(" | – |")
     assert main(["report", str(out_dir), "--out", str(tmp_path / "report")]) == 0
     assert md.strip() in (tmp_path / "report" / "report.md").read_text()  # the grid's table, once it has ended
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from learec.config import DataConfig
 from learec.data.preprocess import Sequences, build_sequences
-from learec.data.registry import DATASETS, check_dataset_name, get_spec, resolve_raw
+from learec.data.registry import DATASETS, check_dataset_name, get_spec, raw_dir, resolve_raw
 from learec.data.splits import EvalSet, Split, Transitions, split_loo, split_sqn
 from learec.errors import UserError
 from learec.utils import data_home, file_fingerprint, stable_hash
@@ -157,6 +157,27 @@ def last_raw_path(name: str) -> str | None:
     return max(found)[1] if found else None
 
 
+def _cache_dir(name: str, cfg: DataConfig, key: str) -> Path:
+    return data_home() / "prepared" / f"{name}-{cfg.protocol}-{key}"
+
+
+def find_prepared(cfg: DataConfig) -> PreparedData | None:
+    """The prepared data of ``cfg`` where its cache exists now, else ``None``: reads only, never prepares,
+    fetches or generates (for readers of finished runs). Data of your own without ``cfg.raw`` give
+    ``None``: the latest preparation of that name need not be the one a run used."""
+    if cfg.raw is None and cfg.dataset not in DATASETS:
+        return None
+    try:
+        spec = get_spec(cfg.dataset, cfg.raw)
+    except UserError:  # an own-data folder that is gone
+        return None
+    raw_path = Path(cfg.raw).expanduser() if cfg.raw is not None else raw_dir(spec.name)
+    if not raw_path.exists():
+        return None
+    dest = _cache_dir(spec.name, cfg, _cache_key(cfg, _raw_files(raw_path)))
+    return _read(dest) if (dest / "manifest.json").is_file() else None
+
+
 def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     """Load the prepared data for ``cfg``, preparing (and caching) it first when needed.
 
@@ -168,7 +189,7 @@ def prepare(cfg: DataConfig, force: bool = False, log=print) -> PreparedData:
     raw_path = resolve_raw(spec, raw)
     raw_files = _raw_files(raw_path)
     key = _cache_key(cfg, raw_files)
-    dest = data_home() / "prepared" / f"{spec.name}-{cfg.protocol}-{key}"
+    dest = _cache_dir(spec.name, cfg, key)
     if not force and (dest / "manifest.json").is_file():
         return _read(dest)
 

@@ -1,18 +1,21 @@
 """Results tables of a grid's finished runs: one CSV row per run, and a Markdown row per group of seeds with
-mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests over test events and
-over test users (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec report`` recomputes them
+mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests over test events,
+plain and clustered by user (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec report`` recomputes them
 from the runs finished so far; both read them from here, as do the report's plots for their labels and error
 bars."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from learec.evaluate.significance import paired_test
+
+log = logging.getLogger("learec")
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 
@@ -53,10 +56,12 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
     """The CSV (one row per finished run) and the Markdown table (mean ± std over seeds, and the paired
     tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``.
 
-    The test over users reads each run's ``test_users.npy``; for a run without one (made before runs wrote
-    it), ``event_users(run_dir)`` may give them, and where neither does the column says ``–``."""
+    The test clustered by user reads each run's ``test_users.npy``; for a run without one (made before runs
+    wrote it), ``event_users(run_dir)`` may give them, read only when a test needs them. Where neither does,
+    or they do not match the run's ranks, its column says ``–``."""
     axis_keys = list(axes)
-    rows, ranks, users = [], {}, {}
+    rows, ranks = [], {}
+    users = _RunUsers(event_users)
     for name, values in cells:
         mpath = out / name / "metrics.json"
         if mpath.is_file():
@@ -67,7 +72,7 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
             if (out / name / "test_ranks.npy").is_file():
                 key = tuple(values[k] for k in axis_keys)
                 ranks[key] = np.load(out / name / "test_ranks.npy")
-                users[key] = _event_users(out / name, event_users)
+                users.runs[key] = out / name
     group_keys = [k for k in axis_keys if k != "seed"]
     metric_keys = [m for m in TABLE_METRICS if rows and m in rows[0]]
     prefixes = sorted({m.split("/")[0] for r in rows for m in r  # event types, e.g. click
@@ -104,17 +109,32 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
 
-def _event_users(run_dir: Path, fallback: EventUsers | None) -> np.ndarray | None:
-    path = run_dir / "test_users.npy"
-    if path.is_file():
-        return np.load(path)
-    return fallback(run_dir) if fallback else None
+class _RunUsers:
+    """The users of each run's test events, read on first use: ``test_users.npy``, else the fallback."""
+
+    def __init__(self, fallback: EventUsers | None) -> None:
+        self.fallback = fallback
+        self.runs: dict[tuple, Path] = {}
+        self.read: dict[tuple, np.ndarray | None] = {}
+
+    def get(self, key: tuple, n_events: int) -> np.ndarray | None:
+        if key not in self.read:
+            run_dir = self.runs[key]
+            path = run_dir / "test_users.npy"
+            found = np.load(path) if path.is_file() else self.fallback(run_dir) if self.fallback else None
+            if found is not None and len(found) != n_events:  # not this run's events (data prepared anew)
+                log.warning("%s: %d event users for %d test ranks; no test clustered by user for it", run_dir,
+                            len(found), n_events)
+                found = None
+            self.read[key] = found
+        return self.read[key]
 
 
-def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, users: dict, axis_keys: list[str],
-                  metric: str) -> list[str]:
-    """Δ, p over events and p over users of a group against its baseline group, paired over the seeds both
-    have finished. The Δ's star marks p < 0.05 over events."""
+def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, users: _RunUsers,
+                  axis_keys: list[str], metric: str) -> list[str]:
+    """Δ, p over events and p clustered by user of a group against its baseline group, paired over the
+    seeds both have finished. The Δ's star marks p < 0.05 clustered by user where the users are known,
+    else over events."""
     if all(values.get(k) == v for k, v in baseline.items()):
         return ["(baseline)", "", ""]
     base_values = {**values, **baseline}
@@ -125,7 +145,8 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
         if ranks.get(key_a) is not None and ranks.get(key_b) is not None:
             mine.append(ranks[key_a])
             theirs.append(ranks[key_b])
-            event_users += [u for u in (users.get(key_a), users.get(key_b)) if u is not None]
+            event_users += [u for u in (users.get(key_a, len(ranks[key_a])), users.get(key_b, len(ranks[key_b])))
+                            if u is not None]
     if not mine:
         return ["–", "–", "–"]
     # every run of a comparison ranks the same events, so they all name the same users; one that does not
@@ -133,6 +154,6 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
     if any(not np.array_equal(u, event_users[0]) for u in event_users[1:]):
         raise ValueError("the runs of a comparison were evaluated on different test users")
     result = paired_test(mine, theirs, metric, users=event_users[0] if event_users else None)
-    mark = "*" if result["p"] < 0.05 else ""
-    p_users = f"{result['p_users']:.3g}" if "p_users" in result else "–"
-    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}", p_users]
+    p_users = result.get("p_users", float("nan"))
+    mark = "*" if (p_users if not np.isnan(p_users) else result["p"]) < 0.05 else ""
+    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}", "–" if np.isnan(p_users) else f"{p_users:.3g}"]
