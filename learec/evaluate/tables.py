@@ -1,8 +1,8 @@
 """Results tables of a grid's finished runs: one CSV row per run, and a Markdown row per group of seeds with
-mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests over test events,
-plain and clustered by user (``learec.evaluate.significance``). ``learec grid`` writes them, ``learec report`` recomputes them
-from the runs finished so far; both read them from here, as do the report's plots for their labels and error
-bars."""
+mean ± std (test metrics, then the validation metric of the selected epochs) and paired tests over test
+events, plain and clustered by user (``learec.evaluate.significance``). ``learec grid`` writes them,
+``learec report`` recomputes them from the runs finished so far; both read them from here, as do the
+report's plots for their labels and error bars."""
 
 from __future__ import annotations
 
