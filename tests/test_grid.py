@@ -113,10 +113,10 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert cells[header.index("val ndcg@10")] == format_mean_std(val)
     p_value, p_users = (float(cells[header.index(name)]) for name in ("p", "p (users)"))
     assert 0.0 <= p_value <= 1.0 and 0.0 <= p_users <= 1.0
-    # each run records its test events' users, in the order of its ranks: the test over users reads them
+    # each run records its test events' users, in the order of its ranks: the test clustered by user reads them
     prepared_users = prepare(load_config(out_dir / "sqn-seed0" / "config.yaml").data).test.user
     np.testing.assert_array_equal(np.load(out_dir / "sqn-seed0" / "test_users.npy"), prepared_users)
-    # runs made before they did get them from their config's data: the same test over users
+    # runs made before they did get them from their config's prepared data: the same test
     for run in out_dir.glob("*-seed*"):
         (run / "test_users.npy").unlink()
     table_args = (out_dir, {"objective": ["ce", "sqn"], "seed": [0, 1]}, {"objective": "ce"}, {},

@@ -29,8 +29,8 @@ def clustered_p(diff: np.ndarray, clusters: np.ndarray) -> float:
     """Two-sided p-value that the mean of ``diff`` is 0, with a cluster-robust (CR1) standard error over
     ``clusters`` (one id per entry) and G - 1 degrees of freedom; NaN with fewer than 2 clusters or no
     spread."""
-    _, index = np.unique(clusters, return_inverse=True)
-    n_clusters = int(index.max()) + 1 if len(index) else 0
+    ids, index = np.unique(clusters, return_inverse=True)
+    n_clusters = len(ids)
     if n_clusters < 2:
         return float("nan")
     mean = diff.mean()
@@ -56,12 +56,10 @@ def paired_test(ranks_a: list[np.ndarray], ranks_b: list[np.ndarray], metric: st
     if a.shape != b.shape:
         raise ValueError(f"runs were evaluated on different test sets ({a.shape} vs {b.shape} events)")
     diff = a - b
-    if np.allclose(diff, 0):
-        result = {"diff": 0.0, "p": 1.0}
-    else:
-        result = {"diff": float(diff.mean()), "p": float(stats.ttest_rel(a, b).pvalue)}
+    same = np.allclose(diff, 0)
+    result = {"diff": 0.0, "p": 1.0} if same else {"diff": float(diff.mean()), "p": float(stats.ttest_rel(a, b).pvalue)}
     if users is not None:
         if users.shape != a.shape:
             raise ValueError(f"{users.shape[0]} event users for {a.shape[0]} test events")
-        result["p_users"] = 1.0 if np.allclose(diff, 0) else clustered_p(diff, users)
+        result["p_users"] = 1.0 if same else clustered_p(diff, users)
     return result

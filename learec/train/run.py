@@ -10,7 +10,7 @@ Run directory layout::
     usage.jsonl        wall time and peak memory of the training (learec.usage; one line per invocation)
     le_cache.json      with lea.*: the key of the LE labels the run trains on (a relabelled cache is refused)
     test_ranks.npy     per-event test ranks (for paired significance tests)
-    test_users.npy     the user of each test event (for the paired test over users)
+    test_users.npy     the user of each test event (for the paired test clustered by user)
 """
 
 from __future__ import annotations

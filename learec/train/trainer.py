@@ -212,7 +212,8 @@ class Trainer:
             p.bad_evals += 1
         log.info("epoch %d: val %s %.4f (best %.4f at epoch %d)", p.epoch, self.cfg.eval.metric, value,
                  p.best_value, p.best_epoch)
-        if self.cfg.train.patience and p.bad_evals >= self.cfg.train.patience and p.epoch >= self.cfg.train.min_epochs:
+        train = self.cfg.train
+        if train.patience and p.bad_evals >= train.patience and p.epoch >= train.min_epochs:
             p.stopped_early = True
             log.info("early stop: no improvement in %d validations", p.bad_evals)
 
@@ -279,6 +280,7 @@ class Trainer:
         test, test_ranks = self._evaluate("test")
         if distributed.is_main():
             atomic_save_npy(self.run_dir / "test_ranks.npy", test_ranks)  # per-event ranks, for paired significance tests
-            atomic_save_npy(self.run_dir / "test_users.npy", np.asarray(self.data.test.user))  # for the test over users
+            # the user of each of those events, for the paired test clustered by user
+            atomic_save_npy(self.run_dir / "test_users.npy", np.asarray(self.data.test.user))
         return {"val": val, "test": test, "best_epoch": self.progress.best_epoch,
                 "epochs_run": self.progress.epoch, "stopped_early": self.progress.stopped_early}
