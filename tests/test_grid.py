@@ -239,10 +239,17 @@ def test_grid_file_keys_are_checked(tmp_path, capsys):
                           ("base: base.yaml\naxes: {variant: [a, b]}\nvariants: {a: [objective=ce]}\n",
                            r"variant\(s\) \['b'\] of the axis are not defined"),
                           ("base: base.yaml\naxes: {seed: [0]}\nvariants: {a: [objective=ce]}\n", "no 'variant' axis"),
-                          ("base: base.yaml\naxes: {seed: [0]}\nbaseline: {objective: ce}\n", "are not axes")):
+                          ("base: base.yaml\naxes: {seed: [0]}\nbaseline: {objective: ce}\n", "are not axes"),
+                          ("base: base.yaml\naxes: {variant: [a, b]}\nvariants: {a: [objective=ce], "
+                           "b: {set: [objective=sqn], compare: [a, c]}}\n", "compared with 'c', which is not a variant"),
+                          ("base: base.yaml\naxes: {variant: [a]}\nvariants: {a: {set: [], compare: [a]}}\n",
+                           "compared with itself")):
         grid_file.write_text(text)
         with pytest.raises(UserError, match=message):
             load_grid(grid_file)
+    grid_file.write_text("base: base.yaml\naxes: {variant: [a, b, c]}\nvariants: {a: [objective=ce], "
+                         "b: {set: [objective=sqn], compare: a}, c: {set: [objective=sac], compare: [a, b]}}\n")
+    assert load_grid(grid_file).compare == {"b": ["a"], "c": ["a", "b"]}
 
 
 def test_when_gives_its_overrides_to_the_cells_with_that_axis_value_only(tmp_path):
@@ -301,6 +308,48 @@ def test_table_of_a_seed_only_grid_has_as_many_columns_in_every_line(tmp_path):
     lines = md.splitlines()
     assert len({line.count("|") for line in lines}) == 1
     assert lines[2].endswith("| 2 | 0.1050 ± 0.0071 |")
+
+
+def test_a_variant_compared_with_several_gets_a_row_per_further_comparison(tmp_path):
+    # 3 variants x 2 seeds ranking the same 6 events of 3 users; `lea` is compared with `base` (in its row)
+    # and with `pop` (a row of its own below it), each against a hand computation of the paired difference
+    ranks = {("base", 0): [0, 5, 20, 1, 3, 50], ("base", 1): [1, 5, 30, 0, 3, 40],
+             ("lea", 0): [0, 1, 2, 0, 9, 3], ("lea", 1): [2, 0, 4, 1, 8, 3],
+             ("pop", 0): [9, 9, 9, 9, 9, 9], ("pop", 1): [20, 9, 0, 9, 30, 9]}
+    users = np.array([0, 0, 1, 1, 2, 2])
+    cells = []
+    for (variant, seed), r in ranks.items():
+        run = tmp_path / f"{variant}-seed{seed}"
+        run.mkdir()
+        np.save(run / "test_ranks.npy", np.array(r))
+        np.save(run / "test_users.npy", users)
+        ndcg = np.where(np.array(r) < 10, 1 / np.log2(np.array(r) + 2), 0.0)
+        (run / "metrics.json").write_text(json.dumps({"test": {"ndcg@10": float(ndcg.mean())}}))
+        cells.append((run.name, {"variant": variant, "seed": seed}))
+    axes = {"variant": ["base", "lea", "pop"], "seed": [0, 1]}
+    _, md = results_tables(tmp_path, axes, {"variant": "base"}, {"lea": ["base", "pop"]}, cells)
+    lines = md.splitlines()
+    assert len({line.count("|") for line in lines}) == 1
+    lea_at = next(i for i, line in enumerate(lines) if line.startswith("| lea | 2 |"))
+    header = lines[0].strip("| ").split(" | ")
+    row, further = (lines[i].strip("| ").split(" | ") for i in (lea_at, lea_at + 1))
+
+    def seed_mean(variant):
+        return np.mean([np.where(np.array(ranks[variant, s]) < 10, 1 / np.log2(np.array(ranks[variant, s]) + 2),
+                                 0.0) for s in (0, 1)], axis=0)
+    for cols, other in ((row, "base"), (further, "pop")):
+        diff = seed_mean("lea") - seed_mean(other)
+        assert cols[header.index("compared with")] == other
+        assert cols[header.index("Δndcg@10 vs it")].rstrip("*") == f"{diff.mean():+.4f}"
+        assert float(cols[header.index("p ")]) == pytest.approx(stats.ttest_rel(seed_mean("lea"), seed_mean(other)).pvalue,
+                                                               rel=1e-2)
+    # the further row names its group and carries the test only
+    assert further[0] == "lea" and further[1] == "" and further[header.index("ndcg@10")] == ""
+    assert further[header.index("p")] == "" and row[header.index("ndcg@10")] != ""
+    assert sum(line.startswith("| lea |") for line in lines) == 2
+    # one name, as grids wrote it before lists, is a list of one
+    _, one = results_tables(tmp_path, axes, {"variant": "base"}, {"lea": "base"}, cells)
+    assert one == "\n".join(lines[:lea_at + 1] + lines[lea_at + 2:]) + "\n"
 
 
 def test_report_html_renders_headings_tables_images_and_links(tmp_path):

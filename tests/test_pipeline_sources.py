@@ -210,7 +210,7 @@ def test_the_quick_pipeline_shows_a_floor_and_a_ceiling_beside_the_le() -> None:
     for source in ("oracle", "popularity"):
         lea = cells[f"snqn+{source}"].lea
         assert (lea.source, lea.augment, lea.augment_k, lea.state, lea.reward) == (source, True, 1, False, False)
-        assert grid.compare[f"snqn+{source}"] == "snqn"
+        assert grid.compare[f"snqn+{source}"] == ["snqn"]
     # the demo's LE labels no negatives (most of the labelling time), so no cell may read them
     spec = yaml.safe_load((Path(__file__).parent.parent / "configs" / "lea_ml100k_quick.yaml").read_text())
     assert "le.label.negatives=0" in spec["le_set"]

@@ -50,16 +50,21 @@ def format_mean_std(values: list[float], bare_single: bool = False) -> str:
 EventUsers = Callable[[Path], np.ndarray | None]
 
 
-def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], compare: dict[str, str],
-                   cells: list[tuple[str, dict[str, Any]]], metric: str = "ndcg@10",
-                   event_users: EventUsers | None = None) -> tuple[str, str]:
+def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
+                   compare: dict[str, list[str] | str], cells: list[tuple[str, dict[str, Any]]],
+                   metric: str = "ndcg@10", event_users: EventUsers | None = None) -> tuple[str, str]:
     """The CSV (one row per finished run) and the Markdown table (mean ± std over seeds, and the paired
     tests) of the finished runs among ``cells`` (folder name, axis values) under ``out``.
+
+    ``compare`` maps a variant to the variants it is also tested against (one name, as older grids wrote
+    it, or a list). The first is tested in the variant's own row; each further one gets a row of its own
+    below it, with the group's name and the test only (metric columns blank).
 
     The test clustered by user reads each run's ``test_users.npy``; for a run without one (made before runs
     wrote it), ``event_users(run_dir)`` may give them, read only when a test needs them. Where neither does,
     or they do not match the run's ranks, its column says ``–``."""
     axis_keys = list(axes)
+    compare = {k: [v] if isinstance(v, str) else list(v) for k, v in compare.items()}
     rows, ranks = [], {}
     users = _RunUsers(event_users)
     for name, values in cells:
@@ -101,11 +106,14 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any], c
         cols = [format_mean_std([r[m] for r in rs if m in r]) for m in metric_keys]
         if baseline:
             cols += _significance(values, baseline, rs, ranks, users, axis_keys, metric)
+        others = compare.get(str(values.get("variant")), [])
+        tests = [[other, *_significance(values, {"variant": other}, rs, ranks, users, axis_keys, metric)]
+                 for other in others]
         if compare:
-            other = compare.get(str(values.get("variant")))
-            cols += ([other, *_significance(values, {"variant": other}, rs, ranks, users, axis_keys, metric)]
-                     if other else ["", "", "", ""])
+            cols += tests[0] if tests else ["", "", "", ""]
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
+        blank = [""] * (len(metric_keys) + (3 if baseline else 0))
+        md += [f"| {' | '.join(map(str, key))} |  | " + " | ".join(blank + test) + " |" for test in tests[1:]]
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
 

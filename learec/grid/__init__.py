@@ -12,13 +12,15 @@ Grid file::
     baseline: {objective: ce}        # optional: what each row is tested against
 
 A ``variants`` section names bundles of overrides and makes ``variant`` an axis (list it under
-``axes``, e.g. ``variant: [ce, snqn, snqn+rm]``); a variant may name the variant it is also compared
-with (``compare``), e.g. an LE variant with the same RL method without the LE::
+``axes``, e.g. ``variant: [ce, snqn, snqn+rm]``); a variant may name the variant(s) it is also compared
+with (``compare``), e.g. an LE variant with the same RL method without the LE, and with the same method on
+control labels::
 
     variants:
       ce: [objective=ce]
       snqn: [objective=snqn]
       snqn+rm: {set: [objective=snqn, lea.reward=true], compare: snqn}
+      snqn+lea: {set: [objective=snqn, lea.augment=true], compare: [snqn, snqn+popularity]}
 
 Each cell is a normal run directory; a finished cell (metrics.json present) is skipped and an
 interrupted one resumes. ``reuse`` directories (other grids' outputs) are searched for a finished run with
@@ -28,8 +30,9 @@ other run was made by the same code.
 ``learec grid --dry-run`` lists what a run would do with each cell (:func:`plan_grid`) and touches nothing.
 
 The table averages over ``seed`` and reports mean ± std for every other cell, plus, with ``baseline``,
-the difference in test NDCG@10 to the row with those axis values (same other values, same seeds) and a
-paired t-test over test events (``learec.evaluate.significance``).
+the difference in test NDCG@10 to the row with those axis values (same other values, same seeds) and
+paired t-tests over test events, plain and clustered by user (``learec.evaluate.significance``); likewise
+against each ``compare`` variant, the first in the variant's row and each further one in a row below it.
 
 Modules: :mod:`~learec.grid.spec` (the file's keys, as pydantic models), :mod:`~learec.grid.cells` (the
 cells and their configs), :mod:`~learec.grid.plan` (what a run would do with each cell),

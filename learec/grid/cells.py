@@ -28,7 +28,7 @@ class Grid:
     out: Path
     axes: dict[str, list]
     baseline: dict[str, Any]
-    compare: dict[str, str] = field(default_factory=dict)  # variant -> the variant it is also tested against
+    compare: dict[str, list[str]] = field(default_factory=dict)  # variant -> the variants it is also tested against
 
 
 def cell_name(values: dict[str, Any]) -> str:

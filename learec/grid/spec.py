@@ -16,15 +16,16 @@ class _Strict(BaseModel):
 
 
 class VariantSpec(_Strict):
-    """A named bundle of overrides; ``compare`` names the variant it is also tested against."""
+    """A named bundle of overrides; ``compare`` names the variant(s) it is also tested against."""
 
     set: list[str] = Field(default_factory=list, description="overrides, e.g. [objective=snqn, lea.reward=true]")
-    compare: str | None = Field(None, description="another variant, e.g. the same method without the LE")
+    compare: list[str] = Field(default_factory=list, description="other variants, e.g. the same method without "
+                               "the LE, or [snqn, snqn+popularity]: the method without labels, then with control labels")
 
-    @field_validator("set", mode="before")
+    @field_validator("set", "compare", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
-        return [] if v is None else v
+        return [] if v is None else [v] if isinstance(v, str) else v  # `compare: snqn` is one name
 
 
 class GridSpec(_Strict):
@@ -72,8 +73,11 @@ class GridSpec(_Strict):
     @model_validator(mode="after")
     def _names_line_up(self) -> "GridSpec":
         for name, variant in self.variants.items():
-            if variant.compare is not None and variant.compare not in self.variants:
-                raise ValueError(f"variant {name!r} is compared with {variant.compare!r}, which is not a variant")
+            for other in variant.compare:
+                if other not in self.variants:
+                    raise ValueError(f"variant {name!r} is compared with {other!r}, which is not a variant")
+                if other == name:
+                    raise ValueError(f"variant {name!r} is compared with itself")
         if self.variants and "variant" not in self.axes:
             raise ValueError("variants are defined but there is no 'variant' axis (add e.g. `variant: [ce, snqn]` "
                              "to axes)")
@@ -96,9 +100,9 @@ class GridSpec(_Strict):
         return self
 
     @property
-    def compare(self) -> dict[str, str]:
-        """variant -> the variant it is also tested against."""
-        return {name: v.compare for name, v in self.variants.items() if v.compare is not None}
+    def compare(self) -> dict[str, list[str]]:
+        """variant -> the variants it is also tested against, in the file's order."""
+        return {name: list(v.compare) for name, v in self.variants.items() if v.compare}
 
 
 Spec = TypeVar("Spec", bound=BaseModel)
@@ -117,7 +121,7 @@ def read_spec(path: str | Path, model: type[Spec], kind: str = "grid file") -> S
         if any(len(loc) == 1 for loc in unknown):
             hint = f"a {kind} holds only the keys {', '.join(model.model_fields)}"
         elif unknown:  # variants.<name>.<key>
-            hint = "a variant is a list of overrides or {set: [overrides], compare: another variant}"
+            hint = "a variant is a list of overrides or {set: [overrides], compare: another variant or a list}"
         raise UserError(f"Invalid {kind} {path}: " + "; ".join(_describe(e, model) for e in errors), hint) from None
 
 
