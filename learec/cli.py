@@ -416,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("grid", help="run a grid of configs (e.g. backbones x seeds) and tabulate the results",
                        description="Run every cell of a grid file (format: learec/grid/__init__.py), skipping "
-                       "finished runs and resuming interrupted ones; writes results.csv and results.md.")
+                       "finished runs and resuming interrupted ones; writes results.csv (a row per run: test metrics, "
+                       "the validation metric and epoch it kept, the epochs it ran) and results.md (mean ± std "
+                       "over seeds, paired tests).")
     p.add_argument("--config", "-c", required=True, help="grid YAML file (e.g. configs/grid_ml100k_loo.yaml)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel, one process each")
     p.add_argument("--threads", type=int, help="torch threads per run (default: torch's choice)")

@@ -107,7 +107,12 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     assert header[2:5] == ["hr@5", "ndcg@5", "hr@10"] and header[8:10] == ["click/hr@5", "click/ndcg@5"]
     assert sqn_row.count("±") == len(header) - 5  # mean ± std for every metric column (not Δ and the two p)
     # the validation metric of each run's selected epoch, last of the metric columns, equal to metrics.json's
-    assert header[header.index("p") - 2] == "val ndcg@10" and csv[0].endswith(",val_ndcg@10")
+    assert header[header.index("p") - 2] == "val ndcg@10" and csv[0].endswith(",val_ndcg@10,best_epoch,epochs_run")
+    csv_header = csv[0].split(",")
+    for line in csv[1:]:  # each run's kept and last epoch, as its metrics.json says
+        fields = dict(zip(csv_header, line.split(",")))
+        run = json.loads((out_dir / f"{fields['objective']}-seed{fields['seed']}" / "metrics.json").read_text())
+        assert (int(fields["best_epoch"]), int(fields["epochs_run"])) == (run["best_epoch"], run["epochs_run"])
     val = [json.loads((out_dir / f"sqn-seed{s}" / "metrics.json").read_text())["val"]["ndcg@10"] for s in (0, 1)]
     cells = sqn_row.strip("| ").split(" | ")
     assert cells[header.index("val ndcg@10")] == format_mean_std(val)

@@ -18,6 +18,7 @@ from learec.evaluate.significance import paired_test
 log = logging.getLogger("learec")
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+EPOCH_KEYS = ["best_epoch", "epochs_run"]  # metrics.json's: the epoch kept, and the epochs trained
 
 
 def axis_value_label(key: str, value: Any, sep: str = "") -> str:
@@ -73,7 +74,8 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
             result = json.loads(mpath.read_text())
             test, val = result["test"], result.get("val") or {}
             rows.append({**values, **{m: test[m] for m in test if not m.endswith("events")},
-                         **({f"val_{metric}": val[metric]} if metric in val else {})})
+                         **({f"val_{metric}": val[metric]} if metric in val else {}),
+                         **{k: result[k] for k in EPOCH_KEYS if k in result}})
             if (out / name / "test_ranks.npy").is_file():
                 key = tuple(values[k] for k in axis_keys)
                 ranks[key] = np.load(out / name / "test_ranks.npy")
@@ -85,7 +87,8 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
     metric_keys += [f"{p}/{m}" for p in prefixes for m in TABLE_METRICS if any(f"{p}/{m}" in r for r in rows)]
     # the validation metric of the selected epoch: what settings are chosen by, beside the test figures
     metric_keys += [f"val_{metric}"] if any(f"val_{metric}" in r for r in rows) else []
-    header = [*axis_keys, *metric_keys]
+    # when each run stopped, and the epoch it kept: in the CSV only (early stopping is part of a result)
+    header = [*axis_keys, *metric_keys, *[k for k in EPOCH_KEYS if any(k in r for r in rows)]]
     csv_lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
 
     groups: dict[tuple, list[dict]] = {}
