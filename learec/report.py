@@ -2,7 +2,7 @@
 
 ``learec report GRID_DIRS... --out DIR [--le-run LE_DIR]`` reads each grid's ``cells.json`` (which folder is
 which cell) and its finished runs, tabulates them as ``learec grid`` does in ``results.md`` (mean ± std over
-seeds, paired tests against the baseline and against each variant's ``compare`` variant), and draws:
+seeds, paired tests against the baseline and against each variant's ``compare`` variants), and draws:
 
 - ``val_curves_<grid>.png``: validation NDCG@10 over training, per variant (mean over seeds); a panel per
   value of the first axis (e.g. the backbone) when the grid has two axes or more besides the seed;

@@ -248,7 +248,9 @@ def test_grid_file_keys_are_checked(tmp_path, capsys):
                           ("base: base.yaml\naxes: {variant: [a, b]}\nvariants: {a: [objective=ce], "
                            "b: {set: [objective=sqn], compare: [a, c]}}\n", "compared with 'c', which is not a variant"),
                           ("base: base.yaml\naxes: {variant: [a]}\nvariants: {a: {set: [], compare: [a]}}\n",
-                           "compared with itself")):
+                           "compared with itself"),
+                          ("base: base.yaml\naxes: {variant: [a, b]}\nvariants: {a: [objective=ce], "
+                           "b: {set: [objective=sqn], compare: [a, a]}}\n", "names a variant twice")):
         grid_file.write_text(text)
         with pytest.raises(UserError, match=message):
             load_grid(grid_file)
@@ -329,7 +331,8 @@ def test_a_variant_compared_with_several_gets_a_row_per_further_comparison(tmp_p
         np.save(run / "test_ranks.npy", np.array(r))
         np.save(run / "test_users.npy", users)
         ndcg = np.where(np.array(r) < 10, 1 / np.log2(np.array(r) + 2), 0.0)
-        (run / "metrics.json").write_text(json.dumps({"test": {"ndcg@10": float(ndcg.mean())}}))
+        (run / "metrics.json").write_text(json.dumps({"test": {"ndcg@10": float(ndcg.mean()),
+                                                               "hr@10": float((np.array(r) < 10).mean())}}))
         cells.append((run.name, {"variant": variant, "seed": seed}))
     axes = {"variant": ["base", "lea", "pop"], "seed": [0, 1]}
     _, md = results_tables(tmp_path, axes, {"variant": "base"}, {"lea": ["base", "pop"]}, cells)
@@ -348,13 +351,29 @@ def test_a_variant_compared_with_several_gets_a_row_per_further_comparison(tmp_p
         assert cols[header.index("Δndcg@10 vs it")].rstrip("*") == f"{diff.mean():+.4f}"
         assert float(cols[header.index("p ")]) == pytest.approx(stats.ttest_rel(seed_mean("lea"), seed_mean(other)).pvalue,
                                                                rel=1e-2)
+        assert float(cols[-1]) == pytest.approx(  # the last column: p clustered by user
+            paired_test([np.array(ranks["lea", s]) for s in (0, 1)], [np.array(ranks[other, s]) for s in (0, 1)],
+                        users=users)["p_users"], rel=1e-2)
     # the further row names its group and carries the test only
     assert further[0] == "lea" and further[1] == "" and further[header.index("ndcg@10")] == ""
     assert further[header.index("p")] == "" and row[header.index("ndcg@10")] != ""
     assert sum(line.startswith("| lea |") for line in lines) == 2
+    # without a baseline the further row still lines up, its test under the same columns
+    _, bare = results_tables(tmp_path, axes, {}, {"lea": ["base", "pop"]}, cells)
+    bare_lines = bare.splitlines()
+    assert len({line.count("|") for line in bare_lines}) == 1
+    bare_header = bare_lines[0].strip("| ").split(" | ")
+    bare_further = next(line for line in bare_lines if line.startswith("| lea |  |")).strip("| ").split(" | ")
+    assert bare_further[bare_header.index("compared with"):] == further[header.index("compared with"):]
     # one name, as grids wrote it before lists, is a list of one
     _, one = results_tables(tmp_path, axes, {"variant": "base"}, {"lea": "base"}, cells)
     assert one == "\n".join(lines[:lea_at + 1] + lines[lea_at + 2:]) + "\n"
+    # a report reads such a grid's cells.json (written before lists) as the same table
+    (tmp_path / "cells.json").write_text(json.dumps({"axes": axes, "baseline": {"variant": "base"},
+                                                     "compare": {"lea": "base"},
+                                                     "cells": [{"name": n, "values": v} for n, v in cells]}))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    assert one.strip() in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_report_html_renders_headings_tables_images_and_links(tmp_path):

@@ -97,7 +97,8 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
     extra = ([f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p", "p (users)"]
              if baseline else [])
     if compare:
-        # the row's `compare` variant, named in its own column (usually the same method without the LE)
+        # the row's first `compare` variant, named in its own column (usually the same method without the LE);
+        # further ones get rows of their own below it
         extra += ["compared with", f"Δ{metric} vs it", "p ", "p (users) "]
     # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
     group_columns = len(group_keys) or 1

@@ -25,7 +25,12 @@ class VariantSpec(_Strict):
     @field_validator("set", "compare", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
-        return [] if v is None else [v] if isinstance(v, str) else v  # `compare: snqn` is one name
+        return [] if v is None else v
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # `compare: snqn` is a list of one
 
 
 class GridSpec(_Strict):
@@ -78,6 +83,8 @@ class GridSpec(_Strict):
                     raise ValueError(f"variant {name!r} is compared with {other!r}, which is not a variant")
                 if other == name:
                     raise ValueError(f"variant {name!r} is compared with itself")
+            if len(set(variant.compare)) < len(variant.compare):
+                raise ValueError(f"variant {name!r} names a variant twice in compare: {variant.compare}")
         if self.variants and "variant" not in self.axes:
             raise ValueError("variants are defined but there is no 'variant' axis (add e.g. `variant: [ce, snqn]` "
                              "to axes)")
