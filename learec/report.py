@@ -363,7 +363,8 @@ def build_report(grid_dirs: list[Path], out: Path, le_run: Path | None = None, c
                "Test metrics and the validation metric of the selected epochs (`val`), mean ± std over seeds; "
                "Δ, p and p (users): the mean difference over test events (seeds averaged) with paired t-tests "
                "over events and clustered by user; `*` marks p < 0.05 clustered by user (over events where the "
-               "users are unknown). A variant compared with several others has a row for each further one, "
+               "users are unknown); seeds above: on how many of the seeds both have run the variant's own run is "
+               "above the other's. A variant compared with several others has a row for each further one, "
                "with the test only.", "", grid["table"].strip(), ""]
         if _plot_curves(grid, out / f"val_curves_{i}.png"):
             md += [f"![validation curves](val_curves_{i}.png)", ""]

@@ -105,7 +105,7 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     sqn_row = next(line for line in md.splitlines() if line.startswith("| sqn | 2 |"))
     header = md.splitlines()[0].strip("| ").split(" | ")
     assert header[2:5] == ["hr@5", "ndcg@5", "hr@10"] and header[8:10] == ["click/hr@5", "click/ndcg@5"]
-    assert sqn_row.count("±") == len(header) - 5  # mean ± std for every metric column (not Δ and the two p)
+    assert sqn_row.count("±") == len(header) - 6  # mean ± std for every metric column (not Δ, the two p, seeds)
     # the validation metric of each run's selected epoch, last of the metric columns, equal to metrics.json's
     assert header[header.index("p") - 2] == "val ndcg@10" and csv[0].endswith(",val_ndcg@10,best_epoch,epochs_run")
     csv_header = csv[0].split(",")
@@ -116,6 +116,10 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
     val = [json.loads((out_dir / f"sqn-seed{s}" / "metrics.json").read_text())["val"]["ndcg@10"] for s in (0, 1)]
     cells = sqn_row.strip("| ").split(" | ")
     assert cells[header.index("val ndcg@10")] == format_mean_std(val)
+    # seeds above: sqn's run against ce's of the same seed, by each run's metrics.json
+    test_of = {(o, s): json.loads((out_dir / f"{o}-seed{s}" / "metrics.json").read_text())["test"]["ndcg@10"]
+               for o in ("ce", "sqn") for s in (0, 1)}
+    assert cells[header.index("seeds above")] == f"{sum(test_of['sqn', s] > test_of['ce', s] for s in (0, 1))} of 2"
     p_value, p_users = (float(cells[header.index(name)]) for name in ("p", "p (users)"))
     assert 0.0 <= p_value <= 1.0 and 0.0 <= p_users <= 1.0
     # each run records its test events' users, in the order of its ranks: the test clustered by user reads them
@@ -128,10 +132,12 @@ def test_grid_runs_skips_and_tabulates(tmp_path, monkeypatch, capsys):
                   [(f"{o}-seed{s}", {"objective": o, "seed": s}) for o in ("ce", "sqn") for s in (0, 1)])
     assert results_tables(*table_args, event_users=users_from_configs())[1] == md
     _, without = results_tables(*table_args)  # no users at all: no test over them
-    assert next(line for line in without.splitlines() if line.startswith("| sqn |")).endswith(" | – |")
+    assert next(line for line in without.splitlines()
+                if line.startswith("| sqn |")).strip("| ").split(" | ")[header.index("p (users)")] == "–"
     # users that are not the run's events (its data prepared anew since) are dropped, not a failed table
     _, mismatched = results_tables(*table_args, event_users=lambda run_dir: np.zeros(3, dtype=np.int32))
-    assert next(line for line in mismatched.splitlines() if line.startswith("| sqn |")).endswith(" | – |")
+    assert next(line for line in mismatched.splitlines()
+                if line.startswith("| sqn |")).strip("| ").split(" | ")[header.index("p (users)")] == "–"
     assert main(["report", str(out_dir), "--out", str(tmp_path / "report")]) == 0
     assert md.strip() in (tmp_path / "report" / "report.md").read_text()  # the grid's table, once it has ended
 
@@ -322,7 +328,7 @@ def test_a_variant_compared_with_several_gets_a_row_per_further_comparison(tmp_p
     # and with `pop` (a row of its own below it), each against a hand computation of the paired difference
     ranks = {("base", 0): [0, 5, 20, 1, 3, 50], ("base", 1): [1, 5, 30, 0, 3, 40],
              ("lea", 0): [0, 1, 2, 0, 9, 3], ("lea", 1): [2, 0, 4, 1, 8, 3],
-             ("pop", 0): [9, 9, 9, 9, 9, 9], ("pop", 1): [20, 9, 0, 9, 30, 9]}
+             ("pop", 0): [9, 9, 9, 9, 9, 9], ("pop", 1): [0, 0, 0, 9, 0, 1]}
     users = np.array([0, 0, 1, 1, 2, 2])
     cells = []
     for (variant, seed), r in ranks.items():
@@ -351,9 +357,12 @@ def test_a_variant_compared_with_several_gets_a_row_per_further_comparison(tmp_p
         assert cols[header.index("Δndcg@10 vs it")].rstrip("*") == f"{diff.mean():+.4f}"
         assert float(cols[header.index("p ")]) == pytest.approx(stats.ttest_rel(seed_mean("lea"), seed_mean(other)).pvalue,
                                                                rel=1e-2)
-        assert float(cols[-1]) == pytest.approx(  # the last column: p clustered by user
+        assert float(cols[header.index("p (users) ")]) == pytest.approx(  # p clustered by user
             paired_test([np.array(ranks["lea", s]) for s in (0, 1)], [np.array(ranks[other, s]) for s in (0, 1)],
                         users=users)["p_users"], rel=1e-2)
+    # seeds above, by hand: lea's per-seed NDCG@10 is above base's on both seeds, above pop's on seed 0 only
+    # (the last column; the first "seeds above" is the test against the baseline, base here too)
+    assert row[-1] == "2 of 2" and further[-1] == "1 of 2" and row[header.index("seeds above")] == "2 of 2"
     # the further row names its group and carries the test only
     assert further[0] == "lea" and further[1] == "" and further[header.index("ndcg@10")] == ""
     assert further[header.index("p")] == "" and row[header.index("ndcg@10")] != ""

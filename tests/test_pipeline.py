@@ -79,7 +79,7 @@ def test_pipeline_skips_valid_stages_and_redoes_invalid_ones(workdir: Path, caps
     for variant in ("ce", "snqn", "snqn+sm", "snqn+sm+actor", "snqn+rm", "snqn+lea", "sa2c", "sa2c+sm+rm+lea"):
         assert f"| {variant} |" in text
     assert "(baseline)" in text and "| compared with |" in text
-    compared = {line.split(" | ")[0].strip("| "): line.split(" | ")[-4] for line in text.splitlines()
+    compared = {line.split(" | ")[0].strip("| "): line.split(" | ")[-5] for line in text.splitlines()
                 if line.startswith("| snqn+")}  # each row names the variant of its second test (lea_smoke.yaml)
     assert compared["snqn+rm"] == "snqn" and compared["snqn+sm+actor"] == "snqn+sm"
     assert "| k | LE augmented actions | popular items |" in text  # the LE report rates the labelled proposals

@@ -232,7 +232,7 @@ def test_pipeline_runs_source_cells_beside_the_le_and_redoes_only_what_changed(p
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
             if line.startswith("| snqn")}
     assert set(rows) == {"snqn", "snqn+lea", "snqn+oracle", "snqn+popularity"}
-    assert rows["snqn+oracle"][-4] == rows["snqn+popularity"][-4] == rows["snqn+lea"][-4] == "snqn"
+    assert rows["snqn+oracle"][-5] == rows["snqn+popularity"][-5] == rows["snqn+lea"][-5] == "snqn"
     assert "LLM environment" in text  # the LE's own section, from the LE run
 
     def metrics_mtimes() -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from learec.evaluate.significance import paired_test
+from learec.evaluate.significance import paired_test, per_event_metric
 
 log = logging.getLogger("learec")
 
@@ -94,12 +94,12 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
-    extra = ([f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p", "p (users)"]
+    extra = ([f"Δ{metric} vs {', '.join(f'{k}={v}' for k, v in baseline.items())}", "p", "p (users)", "seeds above"]
              if baseline else [])
     if compare:
         # the row's first `compare` variant, named in its own column (usually the same method without the LE);
         # further ones get rows of their own below it
-        extra += ["compared with", f"Δ{metric} vs it", "p ", "p (users) "]
+        extra += ["compared with", f"Δ{metric} vs it", "p ", "p (users) ", "seeds above "]
     # a grid of seeds only still gets a (blank) group column, so header and rule have as many columns
     group_columns = len(group_keys) or 1
     shown = [f"val {m[len('val_'):]}" if m.startswith("val_") else m for m in metric_keys]
@@ -114,9 +114,9 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
         tests = [[other, *_significance(values, {"variant": other}, rs, ranks, users, axis_keys, metric)]
                  for other in others]
         if compare:
-            cols += tests[0] if tests else ["", "", "", ""]
+            cols += tests[0] if tests else [""] * 5
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
-        blank = [""] * (len(metric_keys) + (3 if baseline else 0))
+        blank = [""] * (len(metric_keys) + (4 if baseline else 0))
         md += [f"| {' | '.join(map(str, key))} |  | " + " | ".join(blank + test) + " |" for test in tests[1:]]
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
@@ -145,10 +145,11 @@ class _RunUsers:
 def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, users: _RunUsers,
                   axis_keys: list[str], metric: str) -> list[str]:
     """Δ, p over events and p clustered by user of a group against its baseline group, paired over the
-    seeds both have finished. The Δ's star marks p < 0.05 clustered by user where the users are known,
-    else over events."""
+    seeds both have finished, and on how many of those seeds the group's run is above its baseline's (a
+    gain that holds seed by seed, not only on average). The Δ's star marks p < 0.05 clustered by user where
+    the users are known, else over events."""
     if all(values.get(k) == v for k, v in baseline.items()):
-        return ["(baseline)", "", ""]
+        return ["(baseline)", "", "", ""]
     base_values = {**values, **baseline}
     mine, theirs, event_users = [], [], []
     for seed in [r.get("seed") for r in rows]:
@@ -160,7 +161,7 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
             event_users += [u for u in (users.get(key_a, len(ranks[key_a])), users.get(key_b, len(ranks[key_b])))
                             if u is not None]
     if not mine:
-        return ["–", "–", "–"]
+        return ["–", "–", "–", "–"]
     # every run of a comparison ranks the same events, so they all name the same users; one that does not
     # (another split) is an error, as are ranks of other lengths in paired_test
     if any(not np.array_equal(u, event_users[0]) for u in event_users[1:]):
@@ -168,4 +169,6 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
     result = paired_test(mine, theirs, metric, users=event_users[0] if event_users else None)
     p_users = result.get("p_users", float("nan"))
     mark = "*" if (p_users if not np.isnan(p_users) else result["p"]) < 0.05 else ""
-    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}", "–" if np.isnan(p_users) else f"{p_users:.3g}"]
+    above = sum(per_event_metric(a, metric).mean() > per_event_metric(b, metric).mean() for a, b in zip(mine, theirs))
+    return [f"{result['diff']:+.4f}{mark}", f"{result['p']:.3g}", "–" if np.isnan(p_users) else f"{p_users:.3g}",
+            f"{above} of {len(mine)}"]
