@@ -19,6 +19,7 @@ log = logging.getLogger("learec")
 
 TABLE_METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 EPOCH_KEYS = ["best_epoch", "epochs_run"]  # metrics.json's: the epoch kept, and the epochs trained
+TEST_CELLS = 4  # the cells of one paired test (_significance): Δ, p, p clustered by user, seeds above
 
 
 def axis_value_label(key: str, value: Any, sep: str = "") -> str:
@@ -114,9 +115,9 @@ def results_tables(out: Path, axes: dict[str, list], baseline: dict[str, Any],
         tests = [[other, *_significance(values, {"variant": other}, rs, ranks, users, axis_keys, metric)]
                  for other in others]
         if compare:
-            cols += tests[0] if tests else [""] * 5
+            cols += tests[0] if tests else [""] * (1 + TEST_CELLS)  # the name of the compared variant, its test
         md.append(f"| {' | '.join(map(str, key))} | {len(rs)} | " + " | ".join(cols) + " |")
-        blank = [""] * (len(metric_keys) + (4 if baseline else 0))
+        blank = [""] * (len(metric_keys) + (TEST_CELLS if baseline else 0))
         md += [f"| {' | '.join(map(str, key))} |  | " + " | ".join(blank + test) + " |" for test in tests[1:]]
     return "\n".join(csv_lines) + "\n", "\n".join(md) + "\n"
 
@@ -149,7 +150,7 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
     gain that holds seed by seed, not only on average). The Δ's star marks p < 0.05 clustered by user where
     the users are known, else over events."""
     if all(values.get(k) == v for k, v in baseline.items()):
-        return ["(baseline)", "", "", ""]
+        return ["(baseline)"] + [""] * (TEST_CELLS - 1)
     base_values = {**values, **baseline}
     mine, theirs, event_users = [], [], []
     for seed in [r.get("seed") for r in rows]:
@@ -161,7 +162,7 @@ def _significance(values: dict, baseline: dict, rows: list[dict], ranks: dict, u
             event_users += [u for u in (users.get(key_a, len(ranks[key_a])), users.get(key_b, len(ranks[key_b])))
                             if u is not None]
     if not mine:
-        return ["–", "–", "–", "–"]
+        return ["–"] * TEST_CELLS
     # every run of a comparison ranks the same events, so they all name the same users; one that does not
     # (another split) is an error, as are ranks of other lengths in paired_test
     if any(not np.array_equal(u, event_users[0]) for u in event_users[1:]):
